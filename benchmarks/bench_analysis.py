@@ -1,0 +1,226 @@
+"""Benchmark: labkit's RTP reader against tshark -T fields and pyshark.
+
+    .venv/bin/python benchmarks/bench_analysis.py [--pcap FILE] [--streams 10] [--packets 10000]
+
+Without --pcap it synthesises a capture of STREAMS x PACKETS G.711 RTP packets (20 ms,
+160-byte payloads, Ethernet/IPv4/UDP, streams interleaved in time) plus one twice as
+large, then measures, each method in its own subprocess so that memory figures do not
+pollute each other:
+
+* kit      labkit.analysis.rtp_packets + rtp_streams (the fast reader, full file)
+* tshark   tshark -T fields (--enable-heuristic rtp_udp, -Y rtp) read into pandas (full file)
+* pyshark  pyshark.FileCapture iteration reading rtp.seq, first --pyshark-limit packets
+           only; its rate is extrapolated to the whole file (it is too slow to run fully)
+
+Memory: "peak RSS" is the process's ru_maxrss (for tshark, the larger of the Python
+process and the tshark child), "Δ RSS" the growth over the process after its imports, and
+for the kit also the tracemalloc peak of Python/numpy allocations in a second run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def synthesize(path: str, streams: int, packets: int, payload: int = 160) -> int:
+    """Write a pcap of ``streams`` x ``packets`` RTP packets with numpy (vectorised)."""
+    n = streams * packets
+    frame_len = 14 + 20 + 8 + 12 + payload
+    rec = np.zeros((n, 16 + frame_len), dtype=np.uint8)
+    k = np.arange(n)
+    s = k % streams                      # interleaved: packet i of every stream, then i+1 …
+    i = k // streams
+    t_us = (1_700_000_000 * 1_000_000 + i * 20_000 + s * 100).astype(np.int64)
+
+    def put(col, values, nbytes, big=True):
+        v = np.asarray(values, dtype=np.uint64)
+        for b in range(nbytes):
+            shift = 8 * (nbytes - 1 - b) if big else 8 * b
+            rec[:, col + b] = ((v >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.uint8)
+    put(0, t_us // 1_000_000, 4, big=False)
+    put(4, t_us % 1_000_000, 4, big=False)
+    put(8, np.full(n, frame_len), 4, big=False)
+    put(12, np.full(n, frame_len), 4, big=False)
+    e = 16
+    rec[:, e:e + 6] = [2, 0, 0, 0, 0, 2]
+    rec[:, e + 6:e + 12] = [2, 0, 0, 0, 0, 1]
+    put(e + 12, np.full(n, 0x0800), 2)
+    ip = e + 14
+    rec[:, ip] = 0x45
+    put(ip + 2, np.full(n, 20 + 8 + 12 + payload), 2)
+    put(ip + 6, np.full(n, 0x4000), 2)
+    rec[:, ip + 8] = 64
+    rec[:, ip + 9] = 17
+    put(ip + 12, 0x0A000000 + 1 + s, 4)       # 10.0.0.(1+s)
+    put(ip + 16, 0x0A000100 + 1 + s, 4)       # 10.0.1.(1+s)
+    udp = ip + 20
+    put(udp, 20000 + 2 * s, 2)
+    put(udp + 2, 30000 + 2 * s, 2)
+    put(udp + 4, np.full(n, 8 + 12 + payload), 2)
+    r = udp + 8
+    rec[:, r] = 0x80
+    rec[:, r + 1] = 0
+    put(r + 2, (1000 + i) & 0xFFFF, 2)
+    put(r + 4, (i * payload) & 0xFFFFFFFF, 4)
+    put(r + 8, 0x10000 + s, 4)
+    rng = np.random.default_rng(0)
+    rec[:, r + 12:] = rng.integers(0, 256, size=(n, payload), dtype=np.uint8)
+    with open(path, "wb") as f:
+        f.write(np.array([0xA1B2C3D4], dtype="<u4").tobytes()
+                + np.array([2, 4], dtype="<u2").tobytes()
+                + np.array([0, 0, 65535, 1], dtype="<u4").tobytes())
+        for a in range(0, n, 50_000):
+            f.write(rec[a:a + 50_000].tobytes())
+    return n
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def worker(method: str, pcap: str, limit: int) -> dict:
+    sys.path.insert(0, ROOT)
+    import pandas as pd  # noqa: F401  (imports count in the baseline, not in the work)
+    if method == "kit":
+        from labkit.analysis import rtp_packets, rtp_streams
+        base = _current_rss_mb()
+        t = time.perf_counter()
+        rtp = rtp_packets(pcap)
+        streams = rtp_streams(rtp)
+        dt = time.perf_counter() - t
+        peak = _rss_mb()
+        n, ns = len(rtp), len(streams)
+        del rtp, streams
+        import tracemalloc
+        tracemalloc.start()
+        rtp_streams(rtp_packets(pcap))
+        traced = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        return {"packets": n, "streams": ns, "seconds": dt, "peak_rss_mb": peak, "base_rss_mb": base,
+                "traced_peak_mb": traced, "measured": n}
+    if method == "tshark":
+        import csv
+        import pandas as pd
+        base = _current_rss_mb()
+        fields = ["frame.number", "frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstport",
+                  "rtp.ssrc", "rtp.seq", "rtp.timestamp", "rtp.p_type", "rtp.marker"]
+        cmd = ["tshark", "-n", "-r", pcap, "--enable-heuristic", "rtp_udp", "-Y", "rtp", "-T", "fields",
+               "-E", "separator=/t"]
+        for f in fields:
+            cmd += ["-e", f]
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        df = pd.read_csv(p.stdout, sep="\t", header=None, names=fields, quoting=csv.QUOTE_NONE)
+        p.wait()
+        dt = time.perf_counter() - t
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        return {"packets": len(df), "seconds": dt, "peak_rss_mb": max(_rss_mb(), child),
+                "base_rss_mb": base, "child_rss_mb": child, "measured": len(df)}
+    if method == "pyshark":
+        import asyncio
+        import pyshark
+        base = _current_rss_mb()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        cap = pyshark.FileCapture(pcap, keep_packets=False, eventloop=loop,
+                                  custom_parameters=["--enable-heuristic", "rtp_udp"])
+        t = time.perf_counter()
+        count, seqs = 0, 0
+        for pkt in cap:
+            if hasattr(pkt, "rtp"):
+                seqs += int(pkt.rtp.seq) >= 0
+            count += 1
+            if count >= limit:
+                break
+        dt = time.perf_counter() - t
+        try:
+            cap.close()
+        except Exception:
+            pass
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        return {"packets": seqs, "seconds": dt, "peak_rss_mb": max(_rss_mb(), child), "base_rss_mb": base,
+                "measured": count, "extrapolated": True}
+    raise SystemExit(f"unknown method {method}")
+
+
+def run(method: str, pcap: str, limit: int) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", method, pcap,
+                          "--pyshark-limit", str(limit)], capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise SystemExit(f"{method} worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pcap", help="benchmark this capture instead of a synthetic one")
+    ap.add_argument("--streams", type=int, default=10)
+    ap.add_argument("--packets", type=int, default=10_000, help="packets per stream")
+    ap.add_argument("--pyshark-limit", type=int, default=5000)
+    ap.add_argument("--worker", nargs=2, metavar=("METHOD", "PCAP"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.pyshark_limit)))
+        return 0
+    tmp = tempfile.mkdtemp(prefix="labkit-bench-")
+    if args.pcap:
+        pcap, big = args.pcap, None
+        total = None
+    else:
+        pcap = os.path.join(tmp, "bench.pcap")
+        big = os.path.join(tmp, "bench2x.pcap")
+        total = synthesize(pcap, args.streams, args.packets)
+        synthesize(big, args.streams, 2 * args.packets)
+    size_mb = os.path.getsize(pcap) / 2**20
+    print(f"capture: {pcap} ({size_mb:.1f} MiB{f', {total} RTP packets' if total else ''})")
+    res = {m: run(m, pcap, args.pyshark_limit) for m in ("kit", "tshark", "pyshark")}
+    n_file = res["kit"]["packets"]
+    rows = []
+    for m, r in res.items():
+        rate = r["measured"] / r["seconds"]
+        note = ""
+        if r.get("extrapolated"):
+            note = f"first {r['measured']} packets, extrapolated: {n_file / rate:.0f} s for the file"
+        rows.append((m, r["packets"] if not r.get("extrapolated") else n_file, r["seconds"], rate,
+                     r["peak_rss_mb"], r["peak_rss_mb"] - r["base_rss_mb"], r.get("traced_peak_mb"), note))
+    if big:
+        r = run("kit", big, args.pyshark_limit)
+        rows.append(("kit (2x file)", r["packets"], r["seconds"], r["packets"] / r["seconds"], r["peak_rss_mb"],
+                     r["peak_rss_mb"] - r["base_rss_mb"], r["traced_peak_mb"],
+                     f"file {os.path.getsize(big) / 2**20:.1f} MiB"))
+    print(f"\n{'method':<15}{'packets':>9}{'seconds':>9}{'packets/s':>12}{'peak RSS MB':>13}"
+          f"{'Δ RSS MB':>10}{'traced MB':>11}  note")
+    for m, n, s, rate, peak, delta, traced, note in rows:
+        tr = f"{traced:.1f}" if traced is not None else "–"
+        print(f"{m:<15}{n:>9}{s:>9.2f}{rate:>12,.0f}{peak:>13.1f}{delta:>10.1f}{tr:>11}  {note}")
+    kit = rows[0][3]
+    print(f"\nkit / pyshark : {kit / rows[2][3]:.0f}x   (target >= 30x)")
+    print(f"kit / tshark  : {kit / rows[1][3]:.1f}x   (target >= 1x)")
+    if not args.pcap:
+        for p in (pcap, big):
+            os.unlink(p)
+        os.rmdir(tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

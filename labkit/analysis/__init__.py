@@ -1,0 +1,31 @@
+"""labkit.analysis: captures of the VoIP labs turned into pandas tables.
+
+    sip   = sip_messages("call.pcap")          # one row per SIP message (tshark)
+    calls(sip)                                 # one row per INVITE dialog
+    rtp   = rtp_packets("call.pcap", sip=sip)  # one row per RTP packet (fast reader)
+    rtp_streams(rtp, sip=sip)                  # loss, jitter (RFC 3550), MOS estimate (G.107)
+    packet("call.pcap", 5)                     # every field of frame 5 (pyshark)
+    replay("call.pcap", "out/")                # CSVs, ladder diagrams and report.md
+
+Audio: ``decode_stream``, ``to_wav``, ``read_wav``, ``correlate`` (G.711 only).
+Figures: :mod:`labkit.plots`.  Every problem with a file raises
+:class:`labkit.errors.CaptureError`, whose ``explain()`` says what to do.
+"""
+from __future__ import annotations
+
+from labkit.analysis.audio import correlate, decode_stream, read_wav, to_wav
+from labkit.analysis.calls import calls
+from labkit.analysis.inspect import packet
+from labkit.analysis.quality import explain as explain_mos
+from labkit.analysis.replay import ReplayReport, main as _replay_main, replay
+from labkit.analysis.rtp import rtp_packets
+from labkit.analysis.sip import sip_messages
+from labkit.analysis.streams import rtp_streams
+
+# The function ``replay`` shadows the module of the same name in this package, so give it
+# the module's CLI entry too: ``labkit.analysis.replay.main(["f.pcap", "-o", "out"])`` works
+# whichever of the two a caller got (``from labkit.analysis.replay import main`` also works).
+replay.main = _replay_main
+
+__all__ = ["sip_messages", "calls", "rtp_packets", "rtp_streams", "packet", "replay", "ReplayReport",
+           "decode_stream", "to_wav", "read_wav", "correlate", "explain_mos"]

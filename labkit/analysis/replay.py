@@ -1,0 +1,189 @@
+"""Replay a capture offline: tables, ladder diagrams and a short report, no lab needed.
+
+``labkit replay FILE [-o DIR]`` (or :func:`replay`) writes into DIR:
+
+* ``sip.csv``, ``calls.csv``, ``streams.csv`` — the tables of :mod:`labkit.analysis`;
+* ``ladder-<n>.png/.svg`` per call (``ladder.png/.svg`` for the whole file when it holds
+  no INVITE, e.g. only REGISTERs), ``rtp-timeline.png/.svg`` when there is RTP;
+* ``report.md`` — counts, calls with status and duration, streams with loss, jitter and
+  the MOS estimate, and warnings a student should look at (RTP nobody announced in SDP,
+  private addresses in SDP that crossed a NAT, SDES keys in clear text, …).
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from labkit.errors import CaptureError, LabkitError
+
+
+@dataclass
+class ReplayReport:
+    """What :func:`replay` found and wrote."""
+    pcap: str
+    outdir: str
+    sip: pd.DataFrame
+    calls: pd.DataFrame
+    rtp: pd.DataFrame
+    streams: pd.DataFrame
+    files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def report_path(self) -> str:
+        return os.path.join(self.outdir, "report.md")
+
+
+def _is_private(addr: str) -> bool:
+    try:
+        a = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return a.is_private and not a.is_loopback
+
+
+def _warnings(sip: pd.DataFrame, rtp: pd.DataFrame, streams: pd.DataFrame, calls: pd.DataFrame,
+              extra: list[str]) -> list[str]:
+    w = list(extra)
+    if len(streams):
+        orphan = streams[streams["call_id"].isna()]
+        for r in orphan.itertuples():
+            w.append(f"RTP stream {r.direction} (SSRC {r.ssrc_hex}) matches no SDP in the capture "
+                     f"(found heuristically{'; the SIP was not captured' if sip.empty else ''}).")
+        for r in streams[streams["loss_pct"] > 1].itertuples():
+            w.append(f"Stream {r.direction} lost {r.lost} packets ({r.loss_pct:.1f} %).")
+        for r in streams[streams["jitter_mean_ms"] > 30].itertuples():
+            w.append(f"Stream {r.direction} has a high mean jitter of {r.jitter_mean_ms:.1f} ms.")
+    if len(sip):
+        nat = sip[(sip["via_received"] != "") & sip["via_received"].notna()]
+        if len(nat):
+            w.append(f"{len(nat)} responses carry Via received=/rport: a sender's address differs from "
+                     f"what it wrote in its Via (NAT between the phone and the server?).")
+        sdp = sip[sip["has_sdp"].astype(bool)]
+        for r in sdp.itertuples():
+            if r.sdp_c_addr and _is_private(r.sdp_c_addr) and r.src and not _is_private(str(r.src)):
+                w.append(f"Frame {r.frame}: SDP announces private address {r.sdp_c_addr} but the message "
+                         f"came from public {r.src} — media will not reach it without NAT help.")
+            if r.sdp_crypto:
+                w.append(f"Frame {r.frame}: SDES keys (a=crypto {r.sdp_crypto}) travel in the SDP; over plain "
+                         f"{r.transport} anyone capturing can decrypt the SRTP.")
+            if r.sdp_direction in ("sendonly", "recvonly", "inactive"):
+                w.append(f"Frame {r.frame}: SDP direction is {r.sdp_direction} (hold?).")
+        ch = sip[sip["status_code"].isin([401, 407])]
+        answered = sip[sip["has_auth"]]
+        if len(ch) and answered.empty:
+            w.append("Authentication was requested (401/407) but no request with credentials followed.")
+    if len(calls):
+        for r in calls[calls["state"] != "answered"].itertuples():
+            w.append(f"Call {r.call_id} was not answered: {r.state}, final status {r.final_status}.")
+    return list(dict.fromkeys(w))
+
+
+def _fmt(v, spec="") -> str:
+    if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+        return "–"
+    return format(v, spec) if spec else str(v)
+
+
+def _markdown(rep: ReplayReport) -> str:
+    s, c, st = rep.sip, rep.calls, rep.streams
+    lines = [f"# Replay of `{os.path.basename(rep.pcap)}`", "",
+             f"- SIP messages: {len(s)} ({int(s['is_request'].sum()) if len(s) else 0} requests)",
+             f"- calls (INVITE dialogs): {len(c)}",
+             f"- RTP packets: {len(rep.rtp)} in {len(st)} streams", ""]
+    if len(c):
+        lines += ["## Calls", "", "| call | caller → callee | status | setup (s) | duration (s) |",
+                  "|---|---|---|---|---|"]
+        for i, r in enumerate(c.itertuples(), 1):
+            lines.append(f"| {i} `{r.call_id}` | {r.caller} → {r.callee} | {r.state} ({_fmt(r.final_status)}) | "
+                         f"{_fmt(r.setup_time, '.3f')} | {_fmt(r.duration, '.2f')} |")
+        lines.append("")
+    if len(st):
+        lines += ["## RTP streams", "", "| direction | codec | packets | lost | jitter mean/max (ms) | MOS (est.) |",
+                  "|---|---|---|---|---|---|"]
+        for r in st.itertuples():
+            lines.append(f"| {r.direction} | {r.codec} | {r.packets} | {r.lost} ({r.loss_pct:.1f} %) | "
+                         f"{r.jitter_mean_ms:.2f} / {r.jitter_max_ms:.2f} | {_fmt(r.mos)} |")
+        lines += ["", "MOS is an ITU-T G.107 E-model *estimate* from loss and jitter only "
+                  "(0 ms network delay assumed; see `mos_inputs` in streams.csv).", ""]
+    lines += ["## Warnings", ""] + ([f"- {x}" for x in rep.warnings] or ["- none"])
+    figs = [os.path.basename(f) for f in rep.files if f.endswith(".png")]
+    if figs:
+        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figs]
+    return "\n".join(lines) + "\n"
+
+
+def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_messages: int = 60) -> ReplayReport:
+    """Analyse ``pcap`` and write tables, figures and ``report.md`` into ``outdir``."""
+    from labkit import plots
+    from labkit.analysis.calls import calls as calls_of
+    from labkit.analysis.rtp import rtp_packets
+    from labkit.analysis.sip import sip_messages
+    from labkit.analysis.streams import rtp_streams
+    import matplotlib.pyplot as plt
+
+    pcap = os.fspath(pcap)
+    sip = sip_messages(pcap, ports=sip_ports)
+    rtp = rtp_packets(pcap, sip=sip)
+    streams = rtp_streams(rtp, sip=sip)
+    calls = calls_of(sip)
+    os.makedirs(outdir, exist_ok=True)
+    rep = ReplayReport(pcap, os.fspath(outdir), sip, calls, rtp, streams)
+    for name, df in (("sip", sip), ("calls", calls), ("streams", streams)):
+        path = os.path.join(outdir, f"{name}.csv")
+        df.to_csv(path, index=False)
+        rep.files.append(path)
+    if len(calls):
+        for i, call_id in enumerate(calls["call_id"], 1):
+            fig = plots.ladder(sip[sip["call_id"] == call_id], names=names, max_messages=max_messages,
+                               title=f"Call {i}: {call_id}")
+            rep.files += plots.save(fig, os.path.join(outdir, f"ladder-{i}"))
+            plt.close(fig)
+    elif len(sip):
+        fig = plots.ladder(sip, names=names, max_messages=max_messages, title=os.path.basename(pcap))
+        rep.files += plots.save(fig, os.path.join(outdir, "ladder"))
+        plt.close(fig)
+    if len(rtp):
+        fig = plots.rtp_timeline(rtp, streams)
+        rep.files += plots.save(fig, os.path.join(outdir, "rtp-timeline"))
+        plt.close(fig)
+    rep.warnings = _warnings(sip, rtp, streams, calls,
+                             sip.attrs.get("warnings", []) + rtp.attrs.get("warnings", []))
+    with open(rep.report_path, "w", encoding="utf-8") as f:
+        f.write(_markdown(rep))
+    rep.files.append(rep.report_path)
+    return rep
+
+
+def main(argv=None) -> int:
+    """``labkit replay FILE [-o DIR]``: returns 0 on success, 2 on a capture problem."""
+    ap = argparse.ArgumentParser(prog="labkit replay",
+                                 description="Analyse a pcap/pcapng offline: SIP ladder, calls, RTP "
+                                             "streams with loss/jitter/MOS estimate, report.md.")
+    ap.add_argument("file", help="capture file (.pcap or .pcapng)")
+    ap.add_argument("-o", "--outdir", help="output directory (default: FILE without extension + -replay)")
+    ap.add_argument("--sip-port", type=int, action="append", default=[], help="extra port to decode as SIP")
+    ap.add_argument("--name", action="append", default=[], metavar="ADDR=LABEL",
+                    help='label an endpoint in ladders, e.g. --name 192.168.0.11=alice')
+    args = ap.parse_args(argv)
+    outdir = args.outdir or os.path.splitext(args.file)[0] + "-replay"
+    names = dict(n.split("=", 1) for n in args.name if "=" in n)
+    try:
+        rep = replay(args.file, outdir, names=names or None, sip_ports=args.sip_port)
+    except LabkitError as e:
+        print(f"labkit replay: {e.explain()}", file=sys.stderr)
+        return 2
+    print(f"{len(rep.sip)} SIP messages, {len(rep.calls)} calls, {len(rep.streams)} RTP streams "
+          f"-> {rep.report_path}")
+    for w in rep.warnings[:10]:
+        print(f"  warning: {w}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

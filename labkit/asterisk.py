@@ -86,8 +86,7 @@ class Asterisk(Daemon):
         if re.search(r"^No such command '", out, re.MULTILINE):
             raise AsteriskError(f"Asterisk does not know the command {command!r}.",
                                 cause=_wrong_track_cause(command, self.track),
-                                hint="`core show help` lists the commands; tab completion works "
-                                     "in `labkit cli`")
+                                hint="`core show help` lists the commands")
         return out
 
     def _remote(self, command: str, timeout: float, check: bool = True) -> subprocess.CompletedProcess:

@@ -73,7 +73,7 @@ class Daemon:
     ready_timeout = 10.0
     stop_timeout = 3.0
 
-    def __init__(self, name: str, namespace: Namespace, sandbox: Sandbox, program: list[str],
+    def __init__(self, name: str, namespace: Namespace, sandbox: Sandbox | None, program: list[str],
                  log_path: Path, record: LabRecord):
         self.name = name
         self.namespace = namespace
@@ -94,7 +94,9 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        argv = self.namespace.exec_argv(self.sandbox.argv(self.program))
+        # No sandbox: a host tool (dumpcap) that must see the namespace as it is.
+        inner = self.sandbox.argv(self.program) if self.sandbox else self.program
+        argv = self.namespace.exec_argv(inner)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
@@ -136,6 +138,8 @@ class Daemon:
     def payload(self) -> psutil.Process | None:
         """The daemon itself: the child of the sandbox's init (launcher → init → daemon)."""
         launcher = self._process()
+        if self.sandbox is None:
+            return launcher  # `ip netns exec` execs the program: same pid
         try:
             init = launcher.children() if launcher else []
             daemon = init[0].children() if init else []
@@ -169,16 +173,15 @@ class Daemon:
                 return True
             except subprocess.TimeoutExpired:
                 return False
-        proc = self._process()
-        if proc is None:
-            return True
-        try:
-            proc.wait(timeout)
-            return True
-        except psutil.TimeoutExpired:
-            return False
-        except psutil.Error:
-            return True
+        # Not our child (attached to a lab another process started): poll.  The launcher
+        # may linger as a zombie of whichever process reaps orphans here, so "gone" means
+        # exited *or* zombie (ProcessRecord.process() returns None for both).
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process() is None:
+                return True
+            time.sleep(0.02)
+        return False
 
     def _log_cause(self) -> str | None:
         tail = log_tail(self.log_path, 6)

@@ -628,7 +628,7 @@ def _run_mmdebstrap(track: str, recipe: Recipe, output: Path, tmp: Path, log_pat
         log.flush()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace",
-                                env=env)
+                                env=env, process_group=0)
         try:
             _follow(proc, log, bar)
             rc = proc.wait()
@@ -695,13 +695,20 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Give mmdebstrap the chance to unmount and remove its chroot, then insist."""
+    """Give mmdebstrap the chance to unmount and remove its chroot, then insist.
+
+    mmdebstrap runs in its own process group (so a terminal's Ctrl-C reaches only us
+    and we decide); the signal goes to the whole group, as a Ctrl-C would, because
+    mmdebstrap on SIGINT waits for its running apt/dpkg child before cleaning up.
+    """
     for sig, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         if proc.poll() is not None:
             return
         try:
-            proc.send_signal(sig)
+            os.killpg(proc.pid, sig)
             proc.wait(timeout=grace)
+        except ProcessLookupError:
+            return
         except subprocess.TimeoutExpired:
             continue
         except KeyboardInterrupt:  # a second Ctrl-C: go straight on to harsher signals

@@ -72,6 +72,7 @@ class Lab:
         self.pbx: Asterisk | None = None
         self.phones: dict[str, Softphone] = {}
         self.credentials: PbxCredentials | None = None
+        self.captures: list = []
         self.owner = False
 
     # -- construction ---------------------------------------------------------------------
@@ -135,6 +136,13 @@ class Lab:
                                 hint=f"phones: {', '.join(self.phones) or 'none'}")
         return self.phones[name]
 
+    def capture(self, *places: str, name: str | None = None, capture_filter: str | None = None):
+        """Capture on hosts and/or networks: ``with lab.capture("pbx", "alice") as cap:``."""
+        from .capture import Capture
+        capture = Capture(self, places, name=name, capture_filter=capture_filter)
+        self.captures.append(capture)
+        return capture
+
     def namespace(self, host_or_network: str) -> Namespace:
         return Namespace(namespace_prefix(self.name) + host_or_network)
 
@@ -180,7 +188,8 @@ class Lab:
                                 f"recorded: {', '.join(leftovers)}.",
                                 cause="a lab crashed before writing its record, or was made by hand",
                                 hint=f"`labkit clean {self.name}` removes them")
-        for sub in ("run", "config"):
+        # A lab directory shows one run: the previous run's files go before this one starts.
+        for sub in ("run", "config", "logs", "recordings", "captures"):
             shutil.rmtree(self.dir / sub, ignore_errors=True)
         self.record = LabRecord(name=self.name, lab_file=str(self.lab_file or ""),
                                 track=self.track, owner_pid=os.getpid())
@@ -267,7 +276,8 @@ class Lab:
                 log_path=self.logs_dir / phone.name / "baresip.log", record=self.record)
 
     def _daemons(self) -> list:
-        return [d for d in [*self.phones.values(), self.pbx] if d is not None]
+        dumpcaps = [d for capture in self.captures for d in capture.dumpcaps]
+        return [d for d in [*dumpcaps, *self.phones.values(), self.pbx] if d is not None]
 
     # -- state ---------------------------------------------------------------------------
     def wait_registered(self, timeout: float = REGISTRATION_TIMEOUT) -> dict[str, str]:
@@ -317,6 +327,13 @@ class Lab:
         clean_record(self.record)
         self.owner = False
         atexit.unregister(self._down_at_exit)
+
+    def detach(self) -> None:
+        """Leave the lab running when this process ends (what ``labkit up`` does)."""
+        self.owner = False
+        atexit.unregister(self._down_at_exit)
+        if self.pbx is not None:
+            self.pbx.close_ami()
 
     def _down_at_exit(self) -> None:
         if self.owner:

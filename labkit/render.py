@@ -44,7 +44,8 @@ _PJSIP_MODULES = [
 ]
 MODULES = {
     "modern": _PJSIP_MODULES + _CORE_MODULES,
-    "legacy": ["chan_sip"] + _CORE_MODULES,
+    # res_rtp_asterisk of Asterisk 16 links against res_pjproject (ICE support).
+    "legacy": ["res_sorcery_config", "res_sorcery_memory", "res_pjproject", "chan_sip"] + _CORE_MODULES,
 }
 CHANNEL_TECH = {"modern": "PJSIP", "legacy": "SIP"}
 SIP_CONFIG = {"modern": "pjsip.conf", "legacy": "sip.conf"}
@@ -111,8 +112,6 @@ def render_pbx(spec: LabSpec, track: str, credentials: PbxCredentials, out_dir: 
     written = {}
     # Small fixed files for modules that log an error when their file is missing.
     for static in sorted((TEMPLATES / "common" / "static").glob("*.conf")):
-        if track == "legacy" and static.name == "pjproject.conf":
-            continue
         path = out_dir / static.name
         path.write_text(static.read_text())
         written[static.name] = path

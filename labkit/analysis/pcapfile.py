@@ -35,6 +35,17 @@ import numpy as np
 
 from labkit.errors import CaptureError
 
+class CaptureWarning(UserWarning):
+    """Something in a capture was skipped (e.g. the torn last record of a cut file)."""
+
+
+def warn_all(messages) -> None:
+    """Issue each message as a :class:`CaptureWarning` (and they also stay in df.attrs)."""
+    import warnings
+    for m in messages:
+        warnings.warn(m, CaptureWarning, stacklevel=3)
+
+
 WINDOW = 8 << 20  # bytes read per window; memory use does not grow with the file
 
 PCAP_MAGICS = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labkit.analysis.pcapfile import ScanResult, UdpWindow, addr_strings, scan_udp
+from labkit.analysis.pcapfile import ScanResult, UdpWindow, addr_strings, scan_udp, warn_all
 
 NOT_RTP_PORTS = np.array([53, 67, 68, 123, 137, 138, 161, 162, 443, 514, 1900, 3478, 3479,
                           5060, 5061, 5349, 5353], dtype=np.int64)
@@ -82,6 +82,7 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
     """
     result = ScanResult(str(pcap))
     cols, result = scan_udp(pcap, _extractor(with_payload), result)
+    warn_all(result.warnings)
     if not cols or len(cols["frame"]) == 0:
         out = _empty(with_payload)
         out.attrs["warnings"] = result.warnings
@@ -104,7 +105,6 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
                 sdp_known |= np.isin(codes * 65536 + ports, kk)
 
     # Heuristic: per-stream packet count and sequence regularity (arrival order = file order).
-    n_src = max(len(src_labels), 1)
     stream = pd.DataFrame({"s": src_codes, "sp": sport, "d": dst_codes, "dp": dport,
                            "ssrc": cols["ssrc"]}).groupby(["s", "sp", "d", "dp", "ssrc"], sort=False).ngroup()
     sid = stream.to_numpy()
@@ -113,15 +113,12 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
     sid_sorted = sid[order]
     step1 = np.zeros(len(order), dtype=np.float64)
     step1[1:] = ((seq_sorted[1:] - seq_sorted[:-1]) % 65536 == 1) & (sid_sorted[1:] == sid_sorted[:-1])
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = sid_sorted[1:] != sid_sorted[:-1]
     counts = np.bincount(sid, minlength=sid.max() + 1)
     steps = np.bincount(sid_sorted, weights=step1, minlength=sid.max() + 1)
     regular = steps >= 0.5 * np.maximum(counts - 1, 1)
     bad_port = np.isin(sport, NOT_RTP_PORTS) | np.isin(dport, NOT_RTP_PORTS)
     heuristic = (counts[sid] >= min_packets) & regular[sid] & ~bad_port
     keep = sdp_known | heuristic
-    del n_src, first
 
     idx = np.flatnonzero(keep)
     t = cols["time"][idx]

@@ -26,7 +26,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from labkit.analysis.pcapfile import open_capture
+from labkit.analysis.pcapfile import open_capture, warn_all
 from labkit.analysis.tshark import AGG, fields_frame
 
 FIELDS = {
@@ -112,6 +112,7 @@ def sip_messages(pcap, ports=(), timeout: float = 300.0) -> pd.DataFrame:
     raw, warnings = fields_frame(pcap, list(FIELDS), display_filter="sip", decode_as=decode,
                                  timeout=timeout)
     raw.columns = list(FIELDS.values())
+    warn_all(warnings)
     if raw.empty:
         out = empty_sip()
         out.attrs["warnings"] = warnings
@@ -135,7 +136,7 @@ def sip_messages(pcap, ports=(), timeout: float = 300.0) -> pd.DataFrame:
     df["is_request"] = _first(raw["request_line"]) != ""
     df["method"] = _first(raw["method"])
     df["status_code"] = _int(_first(raw["status_code"]))
-    df["reason"] = _first(raw["status_line"]).str.split(" ", n=2).str[2].fillna("")
+    df["reason"] = _first(raw["status_line"]).str.partition(" ")[2].str.partition(" ")[2]
     df["request_uri"] = _first(raw["request_uri"])
     for col in ("call_id", "cseq_method", "from_uri", "from_tag", "to_uri", "to_tag", "via", "contact"):
         df[col] = _first(raw[col])

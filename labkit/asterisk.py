@@ -140,6 +140,15 @@ class Asterisk(Daemon):
         """The end of Asterisk's ``messages`` log."""
         return log_tail(self.log_dir / "messages", lines)
 
+    def channel_stats(self) -> list[dict]:
+        """RTP packets received and sent per channel of the calls in progress.
+
+        Legacy: ``sip show channelstats`` (one row per peer); modern: ``pjsip show
+        channelstats`` (one row per channel).  Each row: channel, rx/tx packets, lost, jitter.
+        """
+        command = "sip show channelstats" if self.track == "legacy" else "pjsip show channelstats"
+        return parse_channel_stats(self.cli(command), self.track)
+
     # -- registrations, both tracks ----------------------------------------------------
     def registered(self) -> dict[str, str]:
         """Extension → contact address for every registered endpoint, via AMI.
@@ -157,6 +166,34 @@ class Asterisk(Daemon):
                 match = re.search(r"@([^;>]+)", event.get("Uri", ""))
                 out[event.get("Endpoint", "")] = match.group(1) if match else event.get("Uri", "")
         return out
+
+
+# `pjsip show channelstats` (modern): BridgeId ChannelId UpTime Codec, then receive and
+# transmit Count Lost Pct Jitter, then RTT.
+_PJSIP_STATS = re.compile(
+    r"^\s*\S+\s+(?P<channel>\S+)\s+\d\d:\d\d:\d\d\s+(?P<codec>\S+)\s+(?P<rx_packets>\d+)\s+"
+    r"(?P<rx_lost>\d+)\s+\d+\s+(?P<rx_jitter>[\d.]+)\s+(?P<tx_packets>\d+)\s+(?P<tx_lost>\d+)\s+"
+    r"\d+\s+(?P<tx_jitter>[\d.]+)", re.MULTILINE)
+# `sip show channelstats` (legacy): Peer CallID Duration, Recv: Pack Lost (%) Jitter,
+# Send: Pack Lost (%) Jitter.
+_SIP_STATS = re.compile(
+    r"^(?P<channel>\S+)\s+\S+\s+\d\d:\d\d:\d\d\s+(?P<rx_packets>\d+)\s+(?P<rx_lost>\d+)\s+"
+    r"\(\s*[\d.]+%\)\s+(?P<rx_jitter>[\d.]+)\s+(?P<tx_packets>\d+)\s+(?P<tx_lost>\d+)\s+"
+    r"\(\s*[\d.]+%\)\s+(?P<tx_jitter>[\d.]+)", re.MULTILINE)
+
+
+def parse_channel_stats(text: str, track: str) -> list[dict]:
+    """Rows of Asterisk's RTP statistics per channel: packets and losses each way."""
+    pattern = _SIP_STATS if track == "legacy" else _PJSIP_STATS
+    rows = []
+    for match in pattern.finditer(text):
+        row = match.groupdict()
+        for key in ("rx_packets", "rx_lost", "tx_packets", "tx_lost"):
+            row[key] = int(row[key])
+        for key in ("rx_jitter", "tx_jitter"):
+            row[key] = float(row[key])
+        rows.append(row)
+    return rows
 
 
 def _wrong_track_cause(command: str, track: str) -> str | None:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from . import images, netns
 from .asterisk import Asterisk
-from .daemons import kill_recorded
+from .daemons import ensure_port_free, kill_recorded
 from .errors import DaemonError, EnvironmentProblem, LabStateError
 from .model import TRACKS, LabSpec, draw_secrets, find_lab_file, load_spec
 from .netns import Namespace
-from .phones import Softphone, render_account, render_config
+from .phones import CTRL_PORT, Softphone, render_account, render_config
 from .render import PbxCredentials, render_pbx
 from .speech import sentence_wav
 from .state import LabRecord, lab_dir, namespace_prefix
@@ -158,6 +158,7 @@ class Lab:
             self._build_network()
             self._write_files()
             self._build_daemons(rootfs, phone_rootfs)
+            self._check_ports()
             self.pbx.start()
             self.pbx.wait_ready()
             for phone in self.phones.values():
@@ -275,6 +276,17 @@ class Lab:
                 etc_dir=self.etc_dir,
                 log_path=self.logs_dir / phone.name / "baresip.log", record=self.record)
 
+    def _check_ports(self) -> None:
+        """Fail with a clear PortInUse before a daemon fails with a cryptic bind error."""
+        pbx = self.spec.pbx
+        pbx_ns = self.namespace(pbx.host)
+        for transport in pbx.transports:
+            ensure_port_free(pbx_ns, pbx.sip_port, transport, "Asterisk (SIP)")
+        ensure_port_free(pbx_ns, pbx.ami_port, "tcp", "Asterisk (AMI)")
+        for phone in self.spec.phones:
+            ensure_port_free(self.namespace(phone.host), phone.sip_port, "udp", f"phone {phone.name}")
+            ensure_port_free(self.namespace(phone.host), CTRL_PORT, "tcp", f"phone {phone.name} (ctrl_tcp)")
+
     def _daemons(self) -> list:
         dumpcaps = [d for capture in self.captures for d in capture.dumpcaps]
         return [d for d in [*dumpcaps, *self.phones.values(), self.pbx] if d is not None]
@@ -383,6 +395,29 @@ def clean_record(record: LabRecord) -> list[str]:
     except FileNotFoundError:
         pass
     return removed
+
+
+def leftovers(name: str) -> list[str]:
+    """Everything of lab ``name`` that still exists: namespaces, processes, mounts, dirs.
+
+    Empty after a clean ``down`` or ``labkit clean``; tests assert it, notebooks show it.
+    """
+    found = [f"namespace {n}" for n in netns.existing_namespaces()
+             if n.startswith(namespace_prefix(name))]
+    record = LabRecord.load(name)
+    if record is not None:
+        found.append(f"record {record.path}")
+        found += [f"process {p.pid} ({p.name})" for p in record.processes if p.process() is not None]
+    run = lab_dir(name) / "run"
+    if run.exists():
+        found.append(f"directory {run}")
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            mount_point = line.split()[4]
+            if mount_point.startswith(str(lab_dir(name))) or \
+                    mount_point.startswith(f"/run/netns/{namespace_prefix(name)}"):
+                found.append(f"mount {mount_point}")
+    return found
 
 
 def _find_record(name: str | None) -> LabRecord:

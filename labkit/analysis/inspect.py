@@ -53,6 +53,13 @@ def _load(path: str, n: int, raw: bool, timeout: float):
                 cap.close()
             except Exception:
                 pass
+            # never leave work for pyshark's __del__: it would run on a closed loop later
+            for proc in list(getattr(cap, "_running_processes", ())):
+                try:
+                    proc.kill()
+                except Exception:
+                    pass
+            getattr(cap, "_running_processes", set()).clear()
         loop.close()
         asyncio.set_event_loop(None)
 

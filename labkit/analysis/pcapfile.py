@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -46,7 +47,7 @@ def warn_all(messages) -> None:
         warnings.warn(m, CaptureWarning, stacklevel=3)
 
 
-WINDOW = 8 << 20  # bytes read per window; memory use does not grow with the file
+WINDOW = 4 << 20  # bytes read per window; memory use does not grow with the file
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),   # little-endian, microseconds
@@ -184,7 +185,8 @@ def _pcap_windows(f, head, result, window):
     while not eof:
         n = _fill(f, buf, keep)
         eof = n < len(buf)
-        offs, caps, secs, fracs = [], [], [], []
+        # array('q') keeps machine integers, not Python int objects, per record
+        offs, caps, secs, fracs = array("q"), array("q"), array("q"), array("q")
         p = 0
         # The only per-record loop: 16-byte record headers, RFC-less but see
         # draft-ietf-opsawg-pcap (ts_sec, ts_usec|nsec, incl_len, orig_len).
@@ -200,9 +202,9 @@ def _pcap_windows(f, head, result, window):
             p += 16 + incl
         count = len(offs)
         if count:
-            ts = np.array(secs, dtype=np.float64) + np.array(fracs, dtype=np.float64) * tick
+            ts = np.frombuffer(secs, dtype=np.int64) + np.frombuffer(fracs, dtype=np.int64) * tick
             yield Window(np.frombuffer(buf, dtype=np.uint8, count=n),
-                         np.array(offs, dtype=np.int64), np.array(caps, dtype=np.int64), ts,
+                         np.frombuffer(offs, dtype=np.int64), np.frombuffer(caps, dtype=np.int64), ts,
                          np.arange(frame + 1, frame + 1 + count, dtype=np.int64),
                          np.full(count, linktype, dtype=np.int32))
             frame += count
@@ -221,11 +223,11 @@ def _pcapng_windows(f, result, window):
     buf = bytearray(window)
     keep, frame, eof = 0, 0, False
     endian = "<"
-    ifaces: list[tuple[int, float, float, int]] = []  # (linktype, tick, offset_s, snaplen)
+    ifaces: list[tuple[int, int, float, int]] = []  # (linktype, ticks per second, offset_s, snaplen)
     while not eof:
         n = _fill(f, buf, keep)
         eof = n < len(buf)
-        offs, caps, tsl, ifl = [], [], [], []
+        offs, caps, tsl, ifl = array("q"), array("q"), array("d"), array("q")
         p = 0
         while p + 12 <= n:
             btype_raw = bytes(buf[p:p + 4])
@@ -249,7 +251,7 @@ def _pcapng_windows(f, result, window):
                 ifaces = []
             elif btype == 1:  # Interface Description Block
                 lt, snap = struct.unpack_from(endian + "HxxI", buf, p + 8)
-                tick, tsoff = 1e-6, 0.0
+                units, tsoff = 1_000_000, 0.0
                 q = p + 16
                 while q + 4 <= p + blen - 4:
                     code, olen = struct.unpack_from(endian + "HH", buf, q)
@@ -257,11 +259,11 @@ def _pcapng_windows(f, result, window):
                         break
                     if code == 9 and olen >= 1:  # if_tsresol
                         r = buf[q + 4]
-                        tick = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
+                        units = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
                     elif code == 14 and olen >= 8:  # if_tsoffset (seconds)
                         tsoff = float(struct.unpack_from(endian + "q", buf, q + 4)[0])
                     q += 4 + ((olen + 3) & ~3)
-                ifaces.append((lt, tick, tsoff, snap))
+                ifaces.append((lt, units, tsoff, snap))
                 result.linktypes.add(lt)
             elif btype == 6 or btype == 2:  # Enhanced Packet Block / obsolete Packet Block
                 if btype == 6:
@@ -271,9 +273,10 @@ def _pcapng_windows(f, result, window):
                 if iface >= len(ifaces):
                     result.warnings.append(f"packet for undeclared interface {iface} skipped")
                 else:
-                    lt, tick, tsoff, _ = ifaces[iface]
+                    lt, units, tsoff, _ = ifaces[iface]
                     offs.append(p + 28); caps.append(min(cap, blen - 28)); ifl.append(iface)
-                    tsl.append(((hi << 32) | lo) * tick + tsoff)
+                    sec, frac = divmod((hi << 32) | lo, units)  # exact, even for ns
+                    tsl.append(sec + frac / units + tsoff)
             elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
                 if ifaces:
                     orig = struct.unpack_from(endian + "I", buf, p + 8)[0]
@@ -286,10 +289,10 @@ def _pcapng_windows(f, result, window):
             lts = np.array([ifaces[i][0] if i < len(ifaces) else -1 for i in range(max(ifl) + 1)],
                            dtype=np.int32)
             yield Window(np.frombuffer(buf, dtype=np.uint8, count=n),
-                         np.array(offs, dtype=np.int64), np.array(caps, dtype=np.int64),
-                         np.array(tsl, dtype=np.float64),
+                         np.frombuffer(offs, dtype=np.int64), np.frombuffer(caps, dtype=np.int64),
+                         np.frombuffer(tsl, dtype=np.float64),
                          np.arange(frame + 1, frame + 1 + count, dtype=np.int64),
-                         lts[np.array(ifl, dtype=np.int64)])
+                         lts[np.frombuffer(ifl, dtype=np.int64)])
             frame += count
         keep = _carry(buf, p, n)
         if p == 0 and n == len(buf):  # one record bigger than the window: grow
@@ -409,6 +412,34 @@ def udp_of(w: Window) -> UdpWindow:
     return UdpWindow(b, w.frame[sel], w.ts[sel], src_hi, src_lo, dst_hi, dst_lo,
                      _be16(b, l4s).astype(np.uint16), _be16(b, l4s + 2).astype(np.uint16),
                      pay, np.maximum(paylen, 0))
+
+
+class AddressBook:
+    """Numbers the distinct addresses met across windows, so a packet stores a 4-byte code
+    instead of a 16-byte address; only distinct addresses become Python strings."""
+
+    def __init__(self):
+        self.codes: dict[tuple[int, int], int] = {}
+
+    def encode(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        if len(lo) == 0:
+            return np.zeros(0, dtype=np.int32)
+        if not hi.any():
+            uniq, inv = np.unique(lo, return_inverse=True)
+            keys = [(0, int(u)) for u in uniq]
+        else:
+            uniq, inv = np.unique(np.stack([hi, lo], axis=1), axis=0, return_inverse=True)
+            keys = [(int(h), int(l)) for h, l in uniq]
+        table = np.array([self.codes.setdefault(k, len(self.codes)) for k in keys], dtype=np.int32)
+        return table[inv.reshape(-1)]
+
+    def labels(self) -> list[str]:
+        import ipaddress
+        out = []
+        for (h, l) in self.codes:  # insertion order == code order
+            a = ipaddress.IPv6Address((h << 64) | l)
+            out.append(str(a.ipv4_mapped) if a.ipv4_mapped else str(a))
+        return out
 
 
 def addr_strings(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labkit.analysis.pcapfile import ScanResult, UdpWindow, addr_strings, scan_udp, warn_all
+from labkit.analysis.pcapfile import AddressBook, ScanResult, UdpWindow, scan_udp, warn_all
 
 NOT_RTP_PORTS = np.array([53, 67, 68, 123, 137, 138, 161, 162, 443, 514, 1900, 3478, 3479,
                           5060, 5061, 5349, 5353], dtype=np.int64)
@@ -32,7 +32,7 @@ COLUMNS = ["frame", "time", "rel_time", "src", "sport", "dst", "dport", "ssrc", 
            "payload_type", "marker", "payload_len", "found_by"]
 
 
-def _extractor(with_payload: bool):
+def _extractor(with_payload: bool, book: AddressBook):
     def extract(u: UdpWindow) -> dict:
         b, pay, plen = u.buf, u.pay, u.paylen
         last = len(b) - 1
@@ -52,8 +52,8 @@ def _extractor(with_payload: bool):
         p = pay[i]
         be16 = lambda o: (g(p + o).astype(np.uint32) << 8) | g(p + o + 1)
         be32 = lambda o: (be16(o) << 16) | be16(o + 2)
-        cols = {"frame": u.frame[i], "time": u.ts[i], "src_hi": u.src_hi[i], "src_lo": u.src_lo[i],
-                "dst_hi": u.dst_hi[i], "dst_lo": u.dst_lo[i], "sport": u.sport[i], "dport": u.dport[i],
+        cols = {"frame": u.frame[i], "time": u.ts[i], "src": book.encode(u.src_hi[i], u.src_lo[i]),
+                "dst": book.encode(u.dst_hi[i], u.dst_lo[i]), "sport": u.sport[i], "dport": u.dport[i],
                 "ssrc": be32(8).astype(np.uint32), "seq": be16(2).astype(np.uint16),
                 "timestamp": be32(4).astype(np.uint32), "payload_type": pt[i].astype(np.uint8),
                 "marker": (b1[i] >> 7).astype(bool), "payload_len": mlen[i].astype(np.int32)}
@@ -81,16 +81,18 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
     ``df.attrs["warnings"]``.
     """
     result = ScanResult(str(pcap))
-    cols, result = scan_udp(pcap, _extractor(with_payload), result)
+    book = AddressBook()
+    cols, result = scan_udp(pcap, _extractor(with_payload, book), result)
     warn_all(result.warnings)
     if not cols or len(cols["frame"]) == 0:
         out = _empty(with_payload)
         out.attrs["warnings"] = result.warnings
         return out
-    src_codes, src_labels = addr_strings(cols["src_hi"], cols["src_lo"])
-    dst_codes, dst_labels = addr_strings(cols["dst_hi"], cols["dst_lo"])
-    sport = cols["sport"].astype(np.int64)
-    dport = cols["dport"].astype(np.int64)
+    labels = book.labels()
+    src_codes, dst_codes = cols.pop("src"), cols.pop("dst")
+    src_labels = dst_labels = labels
+    sport = cols.pop("sport").astype(np.int32)
+    dport = cols.pop("dport").astype(np.int32)
 
     # Flows announced in SDP (by address label and port).
     sdp_known = np.zeros(len(sport), dtype=bool)
@@ -102,12 +104,14 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
             keys = [(k, p) for k, lab in enumerate(labels) for (a, p) in announced if a == lab]
             if keys:
                 kk = np.array([k * 65536 + p for k, p in keys], dtype=np.int64)
-                sdp_known |= np.isin(codes * 65536 + ports, kk)
+                sdp_known |= np.isin(codes.astype(np.int64) * 65536 + ports, kk)
 
     # Heuristic: per-stream packet count and sequence regularity (arrival order = file order).
-    stream = pd.DataFrame({"s": src_codes, "sp": sport, "d": dst_codes, "dp": dport,
-                           "ssrc": cols["ssrc"]}).groupby(["s", "sp", "d", "dp", "ssrc"], sort=False).ngroup()
-    sid = stream.to_numpy()
+    # one int64 per (src, sport, dst, dport) flow, then (flow, SSRC) factorised
+    flow = ((src_codes.astype(np.int64) << 16 | sport) << 24) ^ (dst_codes.astype(np.int64) << 16 | dport)
+    flow_id = pd.factorize(flow)[0].astype(np.int64)
+    stream = pd.factorize((flow_id << 32) | cols["ssrc"].astype(np.int64))[0]
+    sid = stream
     order = np.lexsort((cols["frame"], sid))
     seq_sorted = cols["seq"][order].astype(np.int64)
     sid_sorted = sid[order]
@@ -120,24 +124,25 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
     heuristic = (counts[sid] >= min_packets) & regular[sid] & ~bad_port
     keep = sdp_known | heuristic
 
-    idx = np.flatnonzero(keep)
+    idx = slice(None) if keep.all() else np.flatnonzero(keep)
     t = cols["time"][idx]
     t0 = result.first_time
     df = pd.DataFrame({
         "frame": cols["frame"][idx], "time": t, "rel_time": t - t0,
-        "src": pd.Categorical.from_codes(src_codes[idx], categories=src_labels),
-        "sport": sport[idx].astype(np.int32),
-        "dst": pd.Categorical.from_codes(dst_codes[idx], categories=dst_labels),
-        "dport": dport[idx].astype(np.int32),
+        "src": pd.Categorical.from_codes(src_codes[idx], categories=labels),
+        "sport": sport[idx],
+        "dst": pd.Categorical.from_codes(dst_codes[idx], categories=labels),
+        "dport": dport[idx],
         "ssrc": cols["ssrc"][idx].astype(np.int64), "seq": cols["seq"][idx].astype(np.int32),
         "timestamp": cols["timestamp"][idx].astype(np.int64),
         "payload_type": cols["payload_type"][idx].astype(np.int16),
         "marker": cols["marker"][idx], "payload_len": cols["payload_len"][idx],
-        "found_by": pd.Categorical.from_codes(np.where(sdp_known[idx], 0, 1), categories=["sdp", "heuristic"]),
-    })
+        "found_by": pd.Categorical.from_codes(np.where(sdp_known[idx], 0, 1).astype(np.int8),
+                                              categories=["sdp", "heuristic"]),
+    }, copy=False)
     if with_payload:
         pl = cols["payload"]
-        df["payload"] = [pl[k] for k in idx.tolist()]
+        df["payload"] = pl if isinstance(idx, slice) else [pl[k] for k in idx.tolist()]
     df.attrs["warnings"] = result.warnings
     df.attrs["frames"] = result.frames
     df.attrs["first_time"] = t0

@@ -31,8 +31,10 @@ def assert_golden(actual: str, golden: str | os.PathLike[str]) -> None:
         pytest.fail(f"golden file {path} is missing; create it with {UPDATE_ENV}=1", pytrace=False)
     expected = path.read_text(encoding="utf-8")
     if expected != actual:
-        diff = "".join(difflib.unified_diff(
-            expected.splitlines(keepends=True), actual.splitlines(keepends=True),
-            fromfile=f"{path} (golden)", tofile="actual"))
+        diff = "".join(
+            line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+            for line in difflib.unified_diff(
+                expected.splitlines(keepends=True), actual.splitlines(keepends=True),
+                fromfile=f"{path} (golden)", tofile="actual"))
         pytest.fail(f"output differs from golden file {path} "
                     f"(rerun with {UPDATE_ENV}=1 to accept):\n{diff}", pytrace=False)

@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     img.set_defaults(func=lambda a: img.print_help() or 1)
 
     schema = sub.add_parser("schema", help="print the JSON schema of lab files")
-    schema.set_defaults(func=lambda a: print(json.dumps(json_schema(), indent=2)))
+    schema.set_defaults(func=lambda a: print(json.dumps(json_schema(), indent=2, sort_keys=True)))
 
     replay = sub.add_parser("replay", help="analyse a capture: ladders, streams, report (no root)")
     replay.add_argument("args", nargs=argparse.REMAINDER)

@@ -78,8 +78,10 @@ REQUIRED_TOOLS = ("mmdebstrap", "zstd", "tar")
 INSTALL_HINT = "apt-get install mmdebstrap zstd"
 
 # The machine's clock may be ahead of the mirror's Release files; apt then refuses them
-# as "expired" (Valid-Until is set on testing and on the security suites).  Recommends are
-# off so that the image holds exactly what --include asks for plus hard dependencies.
+# as "expired".  testing's Release carries a Valid-Until one week after its Date; the
+# bullseye and bullseye-security Release files (Nov 2026) carry none, so the option is
+# only needed for modern but harmless for legacy.  Recommends are off so that the image
+# holds exactly what --include asks for plus hard dependencies.
 _APTOPTS = (
     'Acquire::Check-Valid-Until "false"',
     'APT::Install-Recommends "false"',
@@ -334,7 +336,7 @@ def ensure_image(track: str, *, progress: bool = True, build: bool = True) -> Pa
     key = _recipe(track).key
     if not build and not _tarball(track, key).exists():
         raise ImageError(
-            f"image for track {track} is not built",
+            f"image for track {track} is not built; run `labkit images build {track}`",
             cause=f"{rootfs} has no {MARKER} and no cached tarball exists",
             hint=f"run `labkit images build {track}`",
         )
@@ -378,7 +380,7 @@ def list_images() -> list[ImageInfo]:
     found: dict[tuple[str, str], None] = {}
     for entry in images.iterdir():
         m = _NAME_RE.match(entry.name)
-        if m:
+        if m and not entry.name.endswith(".build.log"):  # a log alone is a failed build
             found[(m["track"], m["key"])] = None
     infos = [_info_for(track, key) for track, key in found]
     return sorted(infos, key=lambda i: (i.track, not i.current, i.built_at))
@@ -413,6 +415,9 @@ def remove_image(track: str | None = None, *, stale_only: bool = False) -> list[
         lock = _track_lock(info.track, progress=False) if info.track in TRACKS else _nolock()
         with lock:
             removed += _remove_files(info.track, info.key)
+    if not stale_only:  # logs of failed builds belong to no image
+        for log in images.glob(f"{track or '*'}-*.build.log"):
+            log.unlink(missing_ok=True)
     return removed
 
 
@@ -720,8 +725,8 @@ _CAUSES = (
      "the mirror's host name cannot be resolved (no network, no DNS, or a wrong URL)"),
     (("Connection refused", "Connection timed out", "Unable to connect", "Network is unreachable"),
      "the mirror cannot be reached (network or proxy problem)"),
-    (("404  Not Found", "404 Not Found", "does not have a Release file", "no longer has a Release file",
-      "not have a Release file"),
+    (("404  Not Found", "404 Not Found", "not have a Release file",
+      "no longer has a Release file"),
      "the mirror no longer serves this suite"),
     (("is not yet valid", "is expired", "EXPKEYSIG", "NO_PUBKEY", "not signed"),
      "the suite's signature is not accepted (clock skew or expired archive key)"),

@@ -63,9 +63,11 @@ class Endpoint(_Strict):
     """One extension on the PBX: a chan_sip peer or a PJSIP endpoint+aor+auth."""
 
     extension: str = Field(pattern=r"^[0-9]{2,8}$", description="Dialable number, e.g. '6000'.")
-    name: str = Field(description="Display name (caller ID name), e.g. 'Alice'.")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._'-]{0,31}$",
+                      description="Display name (caller ID name), e.g. 'Alice'.")
+    # No spaces, quotes, ';' or brackets: the secret is written into sip.conf/pjsip.conf.
     secret: str | None = Field(
-        default=None, min_length=8,
+        default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.~+/=@%!-]+$",
         description="Digest password; a random one is drawn per lab when omitted.")
     context: str = Field(default="work", pattern=r"^[A-Za-z0-9_-]+$")
 
@@ -163,9 +165,23 @@ def load_spec(name_or_path: str | Path) -> LabSpec:
     return parse_spec(text, source=str(path))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses repeated keys (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in the same mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_spec(text: str, source: str = "<lab>") -> LabSpec:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -201,6 +217,8 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
     problems += _duplicates("hosts", [h.name for h in spec.hosts], "name")
     problems += _duplicates("phones", [p.name for p in spec.phones], "name")
     problems += _duplicates("pbx.endpoints", [e.extension for e in spec.pbx.endpoints], "extension")
+    # One registration per extension (max_contacts=1): a second phone would evict the first.
+    problems += _duplicates("phones", [p.extension for p in spec.phones], "extension")
 
     seen_addresses: dict[ipaddress.IPv4Address, str] = {}
     for i, host in enumerate(spec.hosts):
@@ -232,6 +250,14 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
     if spec.pbx.host not in hosts:
         problems.append(("pbx.host", f"unknown host {spec.pbx.host!r}; hosts: {', '.join(hosts)}"))
     extensions = {e.extension for e in spec.pbx.endpoints}
+    for context in spec.pbx.dialplan:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", context) or context in RESERVED_CONTEXTS:
+            problems.append((f"pbx.dialplan.{context}", "a context name is letters, digits, '_' "
+                             f"or '-', and not one of {', '.join(sorted(RESERVED_CONTEXTS))}"))
+        for j, line in enumerate(spec.pbx.dialplan[context]):
+            problem = _dialplan_line_problem(line)
+            if problem:
+                problems.append((f"pbx.dialplan.{context}[{j}]", problem))
     for i, endpoint in enumerate(spec.pbx.endpoints):
         if endpoint.context not in spec.pbx.dialplan:
             problems.append((f"pbx.endpoints[{i}].context", f"no dialplan context "
@@ -245,6 +271,27 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
                              f"declared under pbx.endpoints; declared: {', '.join(sorted(extensions))}"))
     problems += _port_collisions(spec)
     return problems
+
+
+RESERVED_CONTEXTS = {"general", "globals"}
+
+
+def _dialplan_line_problem(line: str) -> str | None:
+    """A dialplan line is one line of extensions.conf; ``{{ tech }}`` is its only variable."""
+    import jinja2
+    import jinja2.meta
+
+    if "\n" in line or "\r" in line:
+        return "one line of extensions.conf per list item (no line breaks)"
+    try:
+        variables = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(line))
+    except jinja2.TemplateSyntaxError as exc:
+        return f"template error: {exc.message}; the only placeholder is {{{{ tech }}}}"
+    unknown = variables - {"tech"}
+    if unknown:
+        return (f"unknown placeholder {', '.join(sorted(unknown))}; the only one is {{{{ tech }}}} "
+                "(SIP or PJSIP). Asterisk variables are written ${EXTEN}")
+    return None
 
 
 def _port_collisions(spec: LabSpec) -> list[tuple[str, str]]:
@@ -283,9 +330,9 @@ def _duplicates(prefix: str, values: list[Any], field: str) -> list[tuple[str, s
 
 
 def _first_hosts(subnet: ipaddress.IPv4Network) -> str:
-    hosts = subnet.hosts()
-    first = next(hosts, None)
-    return f"{first} … {subnet.broadcast_address - 1}" if first else str(subnet)
+    if subnet.prefixlen >= 31:
+        return "nothing: a lab network needs a prefix of /30 or shorter (e.g. /24)"
+    return f"{subnet.network_address + 1} … {subnet.broadcast_address - 1}"
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -306,6 +353,10 @@ def _describe(err: dict[str, Any]) -> str:
         return "required key is missing"
     if kind == "literal_error":
         return f"{err['msg'].lower()} (got {err.get('input')!r})"
+    if kind == "value_error":
+        return f"{err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})"
+    if kind == "string_type" and isinstance(err.get("input"), int):
+        return f"must be text: write it in quotes, \"{err['input']}\""
     if kind == "string_pattern_mismatch":
         return (f"{err.get('input')!r} does not match the pattern "
                 f"{err.get('ctx', {}).get('pattern')}")

@@ -82,6 +82,9 @@ def entity_id(lab: str) -> str:
 def render_pbx(spec: LabSpec, track: str, credentials: PbxCredentials, out_dir: Path,
                module_dir: str | None = None) -> dict[str, Path]:
     """Write every Asterisk configuration file for ``track`` into ``out_dir``."""
+    if track not in MODULES:
+        from .errors import LabStateError
+        raise LabStateError(f"Unknown track {track!r}.", hint=f"use one of: {', '.join(MODULES)}")
     env = _environment()
     pbx = spec.pbx
     tech = CHANNEL_TECH[track]

@@ -90,7 +90,6 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
         return out
     labels = book.labels()
     src_codes, dst_codes = cols.pop("src"), cols.pop("dst")
-    src_labels = dst_labels = labels
     sport = cols.pop("sport").astype(np.int32)
     dport = cols.pop("dport").astype(np.int32)
 
@@ -100,7 +99,7 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
         from labkit.analysis.sip import media_endpoints
         ep = media_endpoints(sip)
         announced = set(zip(ep["addr"].astype(str), ep["port"].astype(int)))
-        for labels, codes, ports in ((dst_labels, dst_codes, dport), (src_labels, src_codes, sport)):
+        for codes, ports in ((dst_codes, dport), (src_codes, sport)):
             keys = [(k, p) for k, lab in enumerate(labels) for (a, p) in announced if a == lab]
             if keys:
                 kk = np.array([k * 65536 + p for k, p in keys], dtype=np.int64)
@@ -108,10 +107,14 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
 
     # Heuristic: per-stream packet count and sequence regularity (arrival order = file order).
     # one int64 per (src, sport, dst, dport) flow, then (flow, SSRC) factorised
-    flow = ((src_codes.astype(np.int64) << 16 | sport) << 24) ^ (dst_codes.astype(np.int64) << 16 | dport)
-    flow_id = pd.factorize(flow)[0].astype(np.int64)
-    stream = pd.factorize((flow_id << 32) | cols["ssrc"].astype(np.int64))[0]
-    sid = stream
+    if len(labels) < 32768:  # src(15 bits) sport(16) dst(16) dport(16) packed, no collision
+        flow = ((src_codes.astype(np.int64) << 48) | (sport.astype(np.int64) << 32)
+                | (dst_codes.astype(np.int64) << 16) | dport.astype(np.int64))
+        flow_id = pd.factorize(flow)[0].astype(np.int64)
+    else:
+        flow_id = pd.DataFrame({"s": src_codes, "sp": sport, "d": dst_codes, "dp": dport}).groupby(
+            ["s", "sp", "d", "dp"], sort=False).ngroup().to_numpy().astype(np.int64)
+    sid = pd.factorize((flow_id << 32) | cols["ssrc"].astype(np.int64))[0]
     order = np.lexsort((cols["frame"], sid))
     seq_sorted = cols["seq"][order].astype(np.int64)
     sid_sorted = sid[order]

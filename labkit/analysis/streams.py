@@ -89,8 +89,20 @@ def load_rtp(pcap_or_df, sip=None) -> pd.DataFrame:
     return rtp_packets(pcap_or_df, sip=sip)
 
 
+def _codes(col: pd.Series) -> np.ndarray:
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy().astype(np.int64)
+    return pd.factorize(col.astype(str))[0].astype(np.int64)
+
+
 def stream_ids(rtp: pd.DataFrame) -> np.ndarray:
-    """A stream number per packet (order of first appearance)."""
+    """A stream number per packet, numbered in order of first appearance."""
+    src, dst = _codes(rtp["src"]), _codes(rtp["dst"])
+    if max(src.max(initial=0), dst.max(initial=0)) < 32768:
+        flow = ((src << 48) | (rtp["sport"].to_numpy().astype(np.int64) << 32) | (dst << 16)
+                | rtp["dport"].to_numpy().astype(np.int64))
+        flow_id = pd.factorize(flow)[0].astype(np.int64)
+        return pd.factorize((flow_id << 32) | rtp["ssrc"].to_numpy().astype(np.int64))[0]
     return rtp.groupby(KEYS, sort=False, observed=True).ngroup().to_numpy()
 
 

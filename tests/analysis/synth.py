@@ -71,9 +71,12 @@ def ip_udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> tuple[
     return hdr + udp, 0x0800
 
 
-def link(linktype: int, l3: bytes, ethertype: int) -> bytes:
+def link(linktype: int, l3: bytes, ethertype: int, vlan: int | None = None) -> bytes:
     if linktype == 1:
-        return b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + struct.pack("!H", ethertype) + l3
+        tag = struct.pack("!HH", 0x8100, vlan) if vlan is not None else b""
+        return b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + tag + struct.pack("!H", ethertype) + l3
+    if linktype == 0:  # BSD loopback: address family in the writer's (here little-endian) order
+        return struct.pack("<I", 2 if ethertype == 0x0800 else 30) + l3
     if linktype == 113:  # SLL: packet type, arphrd, addr len, addr(8), protocol
         return struct.pack("!HHH8sH", 0, 1, 6, b"\x02\0\0\0\0\x01\0\0", ethertype) + l3
     if linktype == 276:  # SLL2: protocol, reserved, ifindex, arphrd, pkttype, addrlen, addr(8)
@@ -96,14 +99,17 @@ class Pkt:
     iface: int = 0
 
 
-def write_pcap(path, pkts: list[Pkt], linktype: int = 1) -> None:
+def write_pcap(path, pkts: list[Pkt], linktype: int = 1, *, big_endian: bool = False,
+               nanosecond: bool = False, vlan: int | None = None) -> None:
+    e = ">" if big_endian else "<"
     with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))
+        f.write(struct.pack(e + "IHHiIII", 0xA1B23C4D if nanosecond else 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))
         for p in pkts:
             l3, et = ip_udp(p.src, p.sport, p.dst, p.dport, p.payload)
-            frame = link(linktype, l3, et)
+            frame = link(linktype, l3, et, vlan)
             us = round(p.time * 1e6)
-            f.write(struct.pack("<IIII", us // 1_000_000, us % 1_000_000, len(frame), len(frame)))
+            frac = (us % 1_000_000) * (1000 if nanosecond else 1)
+            f.write(struct.pack(e + "IIII", us // 1_000_000, frac, len(frame), len(frame)))
             f.write(frame)
 
 

@@ -96,3 +96,17 @@ def test_agrees_with_tshark(ng_pcap):
     ours = [(str(f), str(s), f"0x{x:08x}") for f, s, x in zip(df["frame"], df["seq"], df["ssrc"])]
     assert len(ours) == len(theirs) > 300
     assert ours == theirs
+
+
+@pytest.mark.parametrize("kw", [dict(linktype=0), dict(linktype=1, vlan=42), dict(linktype=1, big_endian=True),
+                                dict(linktype=113, nanosecond=True)])
+def test_more_file_variants(tmp_path, scenario, eth_pcap, kw):
+    """BSD loopback, 802.1Q VLAN, big-endian pcap, nanosecond pcap: same table."""
+    path = tmp_path / "variant.pcap"
+    synth.write_pcap(path, scenario[0], **kw)
+    ref, df = rtp_packets(eth_pcap), rtp_packets(path)
+    assert df[["frame", "seq", "ssrc", "src", "dport"]].astype(str).equals(
+        ref[["frame", "seq", "ssrc", "src", "dport"]].astype(str))
+    assert np.allclose(df["time"], ref["time"], atol=1e-6)
+    from labkit.analysis import sip_messages
+    assert len(sip_messages(path)) == 11

@@ -267,13 +267,47 @@ def test_short_explicit_secret_is_rejected():
     assert "at least 8 characters" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "bug: model._first_hosts calls next() on subnet.hosts(), which is a list (not an "
-    "iterator) for /32 networks, so a /32 lan crashes with TypeError instead of a "
-    "LabFileError"))
-def test_single_address_network_is_a_lab_file_error():
-    text = (LABS_DIR / "first-call.yaml").read_text().replace("192.168.0.0/24", "192.168.0.10/32")
-    with pytest.raises(LabFileError):
+@pytest.mark.parametrize("subnet", ["192.168.0.10/32", "192.168.0.10/31"])
+def test_tiny_network_is_a_lab_file_error(subnet):
+    text = (LABS_DIR / "first-call.yaml").read_text().replace("192.168.0.0/24", subnet)
+    with pytest.raises(LabFileError, match="prefix of /30 or shorter"):
+        parse_spec(text, source="x.yaml")
+
+
+def test_repeated_key_is_an_error():
+    text = (LABS_DIR / "first-call.yaml").read_text().replace(
+        "  transports: [udp]\n", "  transports: [udp]\n  transports: [tcp]\n")
+    with pytest.raises(LabFileError, match="appears twice"):
+        parse_spec(text, source="x.yaml")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("exten => _6XXX,1,Dial({{ exten }}/${EXTEN})", "unknown placeholder exten"),
+    ("exten => _6XXX,1,Dial({{ tech )", "template error"),
+])
+def test_bad_dialplan_line_is_reported_at_load(line, message):
+    text = (LABS_DIR / "first-call.yaml").read_text().replace(
+        "      - same => n,Hangup()", f"      - \"{line}\"")
+    with pytest.raises(LabFileError, match=message) as info:
+        parse_spec(text, source="x.yaml")
+    assert "pbx.dialplan.work[1]" in str(info.value)
+
+
+@pytest.mark.parametrize("field, value", [("secret", "abc;def\\nx"), ("name", "Bob]\\n[evil")])
+def test_config_injection_is_refused(field, value):
+    text = (LABS_DIR / "first-call.yaml").read_text()
+    if field == "secret":
+        text = text.replace("name: Bob, context: work", f"name: Bob, context: work, secret: \"{value}\"")
+    else:
+        text = text.replace("name: Bob, context: work", f"name: \"{value}\", context: work")
+    with pytest.raises(LabFileError, match=f"pbx.endpoints\\[1\\].{field}"):
+        parse_spec(text, source="x.yaml")
+
+
+def test_two_phones_on_one_extension_is_an_error():
+    text = (LABS_DIR / "first-call.yaml").read_text().replace(
+        "{name: bob, host: bob, extension: \"6001\"}", "{name: bob, host: bob, extension: \"6000\"}")
+    with pytest.raises(LabFileError, match=r"phones\[1\]\.extension"):
         parse_spec(text, source="x.yaml")
 
 

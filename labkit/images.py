@@ -47,7 +47,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from labkit.errors import EnvironmentProblem, ImageError
 
@@ -101,8 +100,9 @@ _DPKGOPTS = (
 # all packages are installed.  mmdebstrap itself already removes apt's package lists and
 # downloaded .debs afterwards (its "cleaning package lists and apt cache" step).
 _HOOKS = (
-    # minbase images have no /etc/hosts (netbase is not Priority: required) and Asterisk
-    # then logs getaddrinfo() errors for "localhost".
+    # /etc/hosts belongs to netbase, which minbase does not install (legacy has none;
+    # modern gets it only through python3, a dependency of sip-tester).  Without it
+    # Asterisk logs getaddrinfo() errors for "localhost".  Written the same everywhere.
     "printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n'"
     ' > "$1/etc/hosts"',
     # Logs of the build itself and files dpkg leaves only for upgrades: pure size.
@@ -620,22 +620,26 @@ def _install(track: str, key: str, tar_tmp: Path | None, rootfs_tmp: Path, meta:
 
 def _run_mmdebstrap(track: str, recipe: Recipe, output: Path, tmp: Path, log_path: Path,
                     bar: "_Progress") -> None:
-    """Run mmdebstrap, mirror its output to the log and the progress line.
+    """Run mmdebstrap with its output going to the log, which we follow for progress.
 
     TMPDIR points into our scratch dir: mmdebstrap makes its chroot there (File::Temp),
-    so whatever an interrupted run leaves is removed with the scratch dir.
+    so whatever an interrupted run leaves is removed with the scratch dir.  Output goes
+    to the log file rather than a pipe, and setpriv(1) --pdeathsig asks the kernel to
+    send SIGINT to mmdebstrap if labkit dies (even by SIGKILL): mmdebstrap then cleans
+    up its chroot and mounts normally instead of dying of SIGPIPE on a dead pipe.
     """
     argv = recipe.mmdebstrap_args(output)
+    if shutil.which("setpriv"):
+        argv = ["setpriv", "--pdeathsig", "INT", "--", *argv]
     env = {**os.environ, "TMPDIR": str(tmp), "LC_ALL": "C.UTF-8"}
     with open(log_path, "w") as log:
         log.write(f"# {_now()} labkit build of {track} ({recipe.key})\n# $ "
                   + " ".join(_shell_quote(a) for a in argv) + "\n")
         log.flush()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace",
-                                env=env, process_group=0)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=env, process_group=0)
         try:
-            _follow(proc, log, bar)
+            _follow(proc, log_path, log.tell(), bar)
             rc = proc.wait()
         except BaseException:
             _stop(proc)
@@ -649,18 +653,34 @@ def _run_mmdebstrap(track: str, recipe: Recipe, output: Path, tmp: Path, log_pat
                          hint=f"read the build log {log_path}")
 
 
-def _follow(proc: subprocess.Popen, log: TextIO, bar: "_Progress") -> None:
-    """Copy output lines to the log; mmdebstrap's "I: <step>..." lines become phases."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        log.write(line)
-        text = line.strip()
-        if text.startswith("I: "):
-            phase = _phase_of(text[3:])
-            if phase:
-                bar.phase(phase)
-        elif text.startswith(("E: ", "W: ")):
-            bar.note(text)
+def _follow(proc: subprocess.Popen, log_path: Path, offset: int, bar: "_Progress") -> None:
+    """Follow the log as mmdebstrap writes it ("tail -f") until mmdebstrap exits.
+
+    mmdebstrap's "I: <step>..." lines become progress phases; "E:"/"W:" lines are shown.
+    """
+    with open(log_path, errors="replace") as fh:
+        fh.seek(offset)
+        pending = ""
+        while True:
+            exited = proc.poll() is not None  # read once more after the exit
+            pending += fh.read()
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                _show(line.strip(), bar)
+            if exited:
+                if pending.strip():
+                    _show(pending.strip(), bar)
+                return
+            time.sleep(0.1)
+
+
+def _show(text: str, bar: "_Progress") -> None:
+    if text.startswith("I: "):
+        phase = _phase_of(text[3:])
+        if phase:
+            bar.phase(phase)
+    elif text.startswith(("E: ", "W: ")):
+        bar.note(text)
 
 
 def _phase_of(message: str) -> str | None:

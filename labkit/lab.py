@@ -139,6 +139,10 @@ class Lab:
     def capture(self, *places: str, name: str | None = None, capture_filter: str | None = None):
         """Capture on hosts and/or networks: ``with lab.capture("pbx", "alice") as cap:``."""
         from .capture import Capture
+        if not self.record.namespaces:
+            raise LabStateError(f"Lab {self.name} is not up: there is nothing to capture on yet.",
+                                hint="call lab.up() first, or lab.up(capture=(\"lan\",)) to capture "
+                                     "from the very first packet")
         capture = Capture(self, places, name=name, capture_filter=capture_filter)
         self.captures.append(capture)
         return capture
@@ -147,8 +151,14 @@ class Lab:
         return Namespace(namespace_prefix(self.name) + host_or_network)
 
     # -- up -----------------------------------------------------------------------------
-    def up(self, *, build_images: bool = True, progress: bool = True) -> "Lab":
-        """Bring the whole lab up; on any failure take down what was made, then raise."""
+    def up(self, *, build_images: bool = True, progress: bool = True,
+           capture: tuple[str, ...] = (), capture_name: str = "lab") -> "Lab":
+        """Bring the whole lab up; on any failure take down what was made, then raise.
+
+        ``capture=("lan",)`` starts a capture on those hosts/networks once the network
+        exists and *before* any daemon starts, so registrations are in it (as ipmininet's
+        captures do); it is ``lab.captures[0]`` and stops at ``down`` or ``.stop()``.
+        """
         _require_root()
         rootfs = images.ensure_image(self.track, build=build_images, progress=progress)
         phone_rootfs = images.ensure_image("modern", build=build_images, progress=progress) \
@@ -156,6 +166,8 @@ class Lab:
         self._claim()
         try:
             self._build_network()
+            if capture:
+                self.capture(*capture, name=capture_name).start()
             self._write_files()
             self._build_daemons(rootfs, phone_rootfs)
             self._check_ports()

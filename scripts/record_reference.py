@@ -52,10 +52,12 @@ SCENARIOS = {"first-call": ("first-call", first_call)}
 def record(scenario: str, track: str) -> dict:
     lab_file, run = SCENARIOS[scenario]
     lab = Lab.load(lab_file, track=track, name=f"ref-{track}")
-    with lab.capture("lan", name="reference") as cap:
-        lab.up(progress=False)  # capture starts before the phones register
+    lab.up(progress=False, capture=("lan",), capture_name="reference")  # before registration
+    try:
         what, outputs = run(lab)
-    lab.down()
+        cap = lab.captures[0].stop()
+    finally:
+        lab.down()
     target = DATA / "captures" / f"{scenario}-{track}.pcap"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cap.files["lan"], target)

@@ -60,10 +60,13 @@ def _warnings(sip: pd.DataFrame, rtp: pd.DataFrame, streams: pd.DataFrame, calls
         for r in streams[streams["jitter_mean_ms"] > 30].itertuples():
             w.append(f"Stream {r.direction} has a high mean jitter of {r.jitter_mean_ms:.1f} ms.")
     if len(sip):
-        nat = sip[(sip["via_received"] != "") & sip["via_received"].notna()]
+        sent_by = sip["via"].fillna("").str.extract(r"^\S+\s+\[?([^\]:;\s]+)", expand=False).fillna("")
+        nat = sip[(sip["via_received"].fillna("") != "") & (sip["via_received"] != sent_by)]
         if len(nat):
-            w.append(f"{len(nat)} responses carry Via received=/rport: a sender's address differs from "
-                     f"what it wrote in its Via (NAT between the phone and the server?).")
+            r = nat.iloc[0]
+            w.append(f"{len(nat)} messages carry Via received={r['via_received']} while the Via says "
+                     f"{sent_by[nat.index[0]]}: the server saw another address than the phone wrote "
+                     f"(NAT between them?).")
         sdp = sip[sip["has_sdp"].astype(bool)]
         for r in sdp.itertuples():
             if r.sdp_c_addr and _is_private(r.sdp_c_addr) and r.src and not _is_private(str(r.src)):

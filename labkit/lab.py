@@ -73,20 +73,29 @@ class Lab:
         self.phones: dict[str, Softphone] = {}
         self.credentials: PbxCredentials | None = None
         self.captures: list = []
+        self.overrides: dict = {}
         self.owner = False
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def load(cls, lab: str | Path, track: str = "modern", name: str | None = None) -> "Lab":
-        """Read and validate a lab file (by name, ``first-call``, or path)."""
+    def load(cls, lab: str | Path, track: str = "modern", name: str | None = None,
+             overrides: dict | None = None) -> "Lab":
+        """Read and validate a lab file (by name, ``first-call``, or path).
+
+        ``overrides`` changes the lab file's values for this run only, e.g.
+        ``{"pbx": {"direct_media": True}}`` (see :func:`labkit.model.load_spec`).
+        """
         path = find_lab_file(lab)
-        return cls(load_spec(path), track=track, name=name, lab_file=path)
+        lab_obj = cls(load_spec(path, overrides), track=track, name=name, lab_file=path)
+        lab_obj.overrides = overrides or {}
+        return lab_obj
 
     @classmethod
     def attach(cls, name: str | None = None) -> "Lab":
         """The running lab recorded under ``name`` (or the only one running)."""
         record = _find_record(name)
-        lab = cls(load_spec(record.lab_file), track=record.track, name=record.name,
+        overrides = record.info.get("overrides") or None
+        lab = cls(load_spec(record.lab_file, overrides), track=record.track, name=record.name,
                   lab_file=Path(record.lab_file))
         lab.record = record
         lab.credentials = PbxCredentials(**record.info["credentials"])
@@ -206,6 +215,7 @@ class Lab:
             shutil.rmtree(self.dir / sub, ignore_errors=True)
         self.record = LabRecord(name=self.name, lab_file=str(self.lab_file or ""),
                                 track=self.track, owner_pid=os.getpid())
+        self.record.info["overrides"] = self.overrides
         self.record.add_temp_dir(self.run_dir)
         self.owner = True
         atexit.register(self._down_at_exit)

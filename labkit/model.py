@@ -158,11 +158,25 @@ def find_lab_file(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_spec(name_or_path: str | Path) -> LabSpec:
-    """Read, parse and validate a lab file; raise LabFileError listing every problem."""
+def load_spec(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> LabSpec:
+    """Read, parse and validate a lab file; raise LabFileError listing every problem.
+
+    ``overrides`` is merged into the file's data before validation (nested dicts merge,
+    other values replace), e.g. ``{"pbx": {"direct_media": True}}`` for a notebook's
+    variant of a lab.
+    """
     path = find_lab_file(name_or_path)
     text = path.read_text(encoding="utf-8")
+    if overrides:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+        text = yaml.safe_dump(_merge(data, overrides), sort_keys=False)
     return parse_spec(text, source=str(path))
+
+
+def _merge(base: Any, extra: Any) -> Any:
+    if isinstance(base, dict) and isinstance(extra, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in extra.items()}}
+    return extra
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -1,21 +1,18 @@
 """Figures for the notebooks: SIP ladder diagrams and RTP timelines (matplotlib).
 
-Every function returns a :class:`matplotlib.figure.Figure` and never calls ``plt.show``,
-so it works with the Agg backend (scripts, CI) as well as inline in Jupyter.
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot: no GUI
+backend is touched (safe headless, in CI, with Agg), nothing accumulates in pyplot's
+figure list, and Jupyter shows the returned figure exactly once.
 :func:`save` writes a figure as PNG and SVG.
 """
 from __future__ import annotations
 
 import os
 
-import matplotlib
-
-if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
-    matplotlib.use("Agg")  # headless: do not try a GUI backend (Jupyter sets its own)
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 METHOD_COLORS = {"INVITE": "#1f5fbf", "ACK": "#1f5fbf", "BYE": "#7a3db8", "CANCEL": "#7a3db8",
                  "REGISTER": "#2b7a3d", "OPTIONS": "#777777"}
@@ -75,7 +72,8 @@ def ladder(sip: pd.DataFrame, names: dict | None = None, ax=None, max_messages: 
         ends.append((a[0], b[0]))
     n_act, n_msg = max(len(actors), 1), len(shown)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(2.2 + 3.2 * n_act, 1.6 + 0.55 * max(n_msg, 1)))
+        fig = Figure(figsize=(2.2 + 3.2 * n_act, 1.6 + 0.55 * max(n_msg, 1)))
+        ax = fig.subplots()
     else:
         fig = ax.figure
     xs = {k: i for i, k in enumerate(actors)}
@@ -178,8 +176,8 @@ def rtp_timeline(rtp: pd.DataFrame, streams: pd.DataFrame | None = None, *, kind
     bin (``kind="rate"``); lost packets are marked with a red × where they should have
     arrived.  Below: the RFC 3550 jitter of each stream after each packet."""
     from labkit.analysis.streams import KEYS, per_packet_jitter
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True,
-                                   gridspec_kw={"height_ratios": [3, 2]})
+    fig = Figure(figsize=(11, 6.5))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     if len(rtp) == 0:
         ax1.text(0.5, 0.5, "no RTP packets", transform=ax1.transAxes, ha="center")
         return fig
@@ -188,7 +186,7 @@ def rtp_timeline(rtp: pd.DataFrame, streams: pd.DataFrame | None = None, *, kind
         t0 = float(rtp["time"].min())
     rtp = rtp.sort_values("frame")
     jit = per_packet_jitter(rtp, streams)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (key, g) in enumerate(rtp.groupby(KEYS, sort=False, observed=True)):
         r = dict(zip(KEYS, key))
         _plot_stream(ax1, ax2, g, jit.loc[g.index], _stream_label(r), colors[i % len(colors)], t0,
@@ -212,8 +210,8 @@ def call_media(rtp: pd.DataFrame, streams: pd.DataFrame, call_id: str, *, kind: 
     from labkit.analysis.streams import per_packet_jitter
     sel = streams[streams["call_id"] == call_id] if len(streams) else streams
     n = max(len(sel), 1)
-    fig, axes = plt.subplots(2, n, figsize=(6.5 * n, 6), squeeze=False, sharex=True,
-                             gridspec_kw={"height_ratios": [3, 2]})
+    fig = Figure(figsize=(6.5 * n, 6))
+    axes = fig.subplots(2, n, squeeze=False, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     if len(sel) == 0:
         axes[0, 0].text(0.5, 0.5, f"no RTP stream matched to call {call_id}", ha="center",
                         transform=axes[0, 0].transAxes)

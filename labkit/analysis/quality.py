@@ -22,8 +22,6 @@ Inputs and assumptions, all visible in ``mos_inputs`` and :func:`explain`:
 """
 from __future__ import annotations
 
-import math
-
 # codec -> (Ie, Bpl without PLC, Bpl with PLC), ITU-T G.113 Appendix I
 CODEC_IMPAIRMENT = {
     "PCMU": (0.0, 4.3, 25.1),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from labkit.errors import CaptureError, LabkitError
+from labkit.errors import LabkitError
 
 
 @dataclass
@@ -128,7 +128,6 @@ def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_message
     from labkit.analysis.rtp import rtp_packets
     from labkit.analysis.sip import sip_messages
     from labkit.analysis.streams import rtp_streams
-    import matplotlib.pyplot as plt
 
     pcap = os.fspath(pcap)
     sip = sip_messages(pcap, ports=sip_ports)
@@ -146,15 +145,12 @@ def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_message
             fig = plots.ladder(sip[sip["call_id"] == call_id], names=names, max_messages=max_messages,
                                title=f"Call {i}: {call_id}")
             rep.files += plots.save(fig, os.path.join(outdir, f"ladder-{i}"))
-            plt.close(fig)
     elif len(sip):
         fig = plots.ladder(sip, names=names, max_messages=max_messages, title=os.path.basename(pcap))
         rep.files += plots.save(fig, os.path.join(outdir, "ladder"))
-        plt.close(fig)
     if len(rtp):
         fig = plots.rtp_timeline(rtp, streams)
         rep.files += plots.save(fig, os.path.join(outdir, "rtp-timeline"))
-        plt.close(fig)
     rep.warnings = _warnings(sip, rtp, streams, calls,
                              sip.attrs.get("warnings", []) + rtp.attrs.get("warnings", []))
     with open(rep.report_path, "w", encoding="utf-8") as f:

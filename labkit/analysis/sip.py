@@ -102,15 +102,15 @@ def sip_messages(pcap, ports=(), timeout: float = 300.0) -> pd.DataFrame:
     """One row per SIP message in ``pcap`` (see the module docstring for the columns).
 
     ``ports``: extra UDP/TCP ports to decode as SIP besides 5060/5061 and tshark's
-    heuristics.  A capture without SIP gives an empty table with the same columns.
+    heuristics.  SIP quoted inside ICMP errors (port unreachable) is not counted as a message.  A capture without SIP gives an empty table with the same columns.
     Warnings (e.g. a truncated file) are in ``df.attrs["warnings"]``.
     Raises :class:`~labkit.errors.CaptureError` for a missing or unreadable file.
     """
     f, _fmt, _ = open_capture(pcap)  # friendly errors before tshark says something obscure
     f.close()
     decode = [f"{proto}.port=={int(p)},sip" for p in ports for proto in ("udp", "tcp")]
-    raw, warnings = fields_frame(pcap, list(FIELDS), display_filter="sip", decode_as=decode,
-                                 timeout=timeout)
+    raw, warnings = fields_frame(pcap, list(FIELDS), display_filter="sip && !icmp && !icmpv6",
+                                 decode_as=decode, timeout=timeout)
     raw.columns = list(FIELDS.values())
     warn_all(warnings)
     if raw.empty:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import synth
-from labkit.analysis import audio, correlate, decode_stream, read_wav, rtp_packets, rtp_streams, to_wav
+from labkit.analysis import audio, correlate, decode_stream, read_wav, rtp_packets, to_wav
 from labkit.errors import CaptureError
 
 

@@ -5,7 +5,6 @@ import asyncio
 import os
 
 import matplotlib
-import pytest
 
 matplotlib.use("Agg")
 

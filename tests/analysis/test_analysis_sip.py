@@ -107,3 +107,19 @@ def test_failed_call(tmp_path):
     assert r["final_status"] == 486 and r["state"] == "failed"
     assert r["duration"] != r["duration"]  # NaN: never answered
     assert abs(r["setup_time"] - 0.4) < 1e-6
+
+
+def test_sip_quoted_in_icmp_is_not_a_message(tmp_path):
+    """An ICMP port-unreachable quoting a SIP request must not add a row."""
+    import struct
+    pkts = synth.sip_dialog()[:2]
+    quoted, _ = synth.ip_udp(synth.ALICE, 5060, synth.PBX, 5060, pkts[0].payload)
+    icmp = struct.pack("!BBHI", 3, 3, 0, 0) + quoted
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
+                     bytes([192, 168, 0, 10]), bytes([192, 168, 0, 11]))
+    frame = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + icmp
+    path = tmp_path / "icmp.pcap"
+    synth.write_pcap(path, pkts)
+    with open(path, "ab") as f:
+        f.write(struct.pack("<IIII", 1_700_000_001, 0, len(frame), len(frame)) + frame)
+    assert len(sip_messages(path)) == 2

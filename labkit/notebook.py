@@ -1,0 +1,339 @@
+"""What notebooks call: one API whose cells read the same in *live* and *replay* mode.
+
+* **live** drives a real lab: ``Session.start`` brings it up with a capture running from
+  the first packet; ``session.cli(...)`` asks the real Asterisk; ``session.call(...)``
+  places a real call between softphones.
+* **replay** needs no root and no lab: the capture and the CLI outputs come from ``data/``,
+  recorded from the real lab by ``scripts/record_reference.py`` (which runs the notebooks
+  live with ``LABKIT_RECORD=1``).
+
+The mode comes from ``LABKIT_MODE`` (``live`` or ``replay``); by default it is live where the
+machine can run labs (root, tools, images built), else replay.  ``LABKIT_TRACK`` picks the
+track (default ``modern``).  Every notebook says which mode and track it runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import analysis, plots
+from .errors import LabStateError
+from .model import TRACKS, load_spec
+from .render import SIP_CONFIG, PbxCredentials, render_pbx
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+MODES = ("live", "replay")
+
+
+def mode() -> str:
+    """``live`` or ``replay``: LABKIT_MODE if set, else what this machine can do."""
+    chosen = os.environ.get("LABKIT_MODE", "").strip().lower()
+    if chosen:
+        if chosen not in MODES:
+            raise LabStateError(f"LABKIT_MODE={chosen!r} is not a mode.", hint="use live or replay")
+        return chosen
+    return "live" if can_run_live() else "replay"
+
+
+current_mode = mode  # for code where a parameter is called ``mode``
+
+
+def can_run_live() -> bool:
+    from . import images
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "bwrap", "dumpcap")):
+        return False
+    return all(images.image_info(track) is not None for track in TRACKS)
+
+
+def default_track() -> str:
+    track = os.environ.get("LABKIT_TRACK", "modern")
+    if track not in TRACKS:
+        raise LabStateError(f"LABKIT_TRACK={track!r} is not a track.", hint="use modern or legacy")
+    return track
+
+
+class Text(str):
+    """CLI output: shown preformatted in a notebook, a plain ``str`` everywhere else."""
+
+    def _repr_html_(self) -> str:
+        import html
+        return f"<pre style='font-size:85%'>{html.escape(self)}</pre>"
+
+
+class Session:
+    """One notebook's lab (live) or its recording (replay), with the analysis on top."""
+
+    def __init__(self, name: str, lab: str, track: str, mode: str, overrides: dict | None):
+        self.name = name
+        self.lab_name = lab
+        self.track = track
+        self.mode = mode
+        self.overrides = overrides or {}
+        self.spec = load_spec(lab, self.overrides)
+        self.lab = None
+        self.recording = mode == "live" and os.environ.get("LABKIT_RECORD") == "1"
+        self._pcap: Path | None = None
+        self._calls: list[dict] = []
+
+    # -- start and stop ---------------------------------------------------------------------
+    @classmethod
+    def start(cls, name: str, lab: str = "first-call", *, track: str | None = None,
+              overrides: dict | None = None, mode: str | None = None) -> "Session":
+        """Bring the lab up (live) or open its recording (replay).
+
+        ``name`` identifies this notebook part's recording (``data/recorded/<name>-<track>``).
+        """
+        session = cls(name, lab, track or default_track(), mode or current_mode(), overrides)
+        if session.mode == "live":
+            from .lab import Lab
+            session.lab = Lab.load(lab, track=session.track, name=f"nb-{name}"[:16].rstrip("-"),
+                                   overrides=overrides)
+            session.lab.up(progress=False, capture=("lan",), capture_name=name)
+            if session.recording:
+                shutil.rmtree(session.recorded_dir, ignore_errors=True)
+                session._record_configs()
+        elif not session.recorded_dir.is_dir():
+            raise LabStateError(
+                f"There is no recording of {name!r} on the {session.track} track in {DATA}.",
+                cause="this part was never recorded, or data/ is incomplete",
+                hint="run it live (as root), or record it: sudo .venv/bin/python scripts/record_reference.py")
+        return session
+
+    def close(self) -> None:
+        """Take the lab down (live); the capture and logs stay in the lab directory."""
+        if self.lab is not None:
+            self.pcap  # stop and keep the capture first
+            self.lab.down()
+            self.lab = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.name} {self.mode} {self.track}>"
+
+    def banner(self):
+        """A line saying what runs: mode, track, Asterisk generation."""
+        from IPython.display import Markdown
+        generation = "Asterisk 16 with chan_sip (sip.conf)" if self.track == "legacy" \
+            else "Asterisk 22 with PJSIP (pjsip.conf)"
+        if self.mode == "live":
+            how = f"**live** — a real lab is running (`{self.lab.dir}`)"
+        else:
+            how = "**replay** — outputs and capture recorded from the real lab (`data/`)"
+        return Markdown(f"Mode: {how}. Track: **{self.track}**, {generation}.")
+
+    # -- the PBX ----------------------------------------------------------------------------
+    @property
+    def recorded_dir(self) -> Path:
+        return DATA / "recorded" / f"{self.name}-{self.track}"
+
+    def cli(self, command: str) -> Text:
+        """An Asterisk CLI command's output (live: asked now; replay: as recorded)."""
+        path = self.recorded_dir / "cli" / f"{_slug(command)}.txt"
+        if self.mode == "live":
+            text = self.lab.pbx.cli(command)
+            if self.recording:
+                _write(path, _stable(text))
+            return Text(text)
+        if not path.exists():
+            raise LabStateError(f"The command {command!r} was not recorded for {self.name}.",
+                                hint="replay mode can only show recorded commands; run live to ask Asterisk")
+        return Text(path.read_text())
+
+    def config(self, filename: str) -> Text:
+        """A rendered configuration file of the lab's Asterisk (secrets are per run)."""
+        path = self.recorded_dir / "config" / filename
+        if self.mode == "live":
+            return Text(self.lab.pbx.config(filename))
+        if not path.exists():
+            raise LabStateError(f"No recorded {filename} for {self.name}.")
+        return Text(path.read_text())
+
+    def _record_configs(self) -> None:
+        for path in sorted(self.lab.pbx.config_dir.iterdir()):
+            _write(self.recorded_dir / "config" / path.name, path.read_text())
+
+    def registrations(self) -> pd.DataFrame:
+        """Extension → contact address of each registered phone, as the PBX sees it."""
+        path = self.recorded_dir / "registrations.json"
+        if self.mode == "live":
+            data = self.lab.pbx.registered()
+            if self.recording:
+                _write(path, json.dumps(data, indent=2, sort_keys=True))
+        else:
+            data = json.loads(path.read_text())
+        return pd.DataFrame(sorted(data.items()), columns=["extension", "contact"])
+
+    # -- calls ------------------------------------------------------------------------------
+    def call(self, caller: str = "bob", callee: str = "6000", seconds: float = 3.0) -> pd.DataFrame:
+        """``caller`` (a phone) dials ``callee`` (an extension), talks for ``seconds``, hangs up.
+
+        Returns Asterisk's RTP statistics per channel taken during the call (packets and
+        losses each way), the proof that media flowed.
+        """
+        path = self.recorded_dir / "calls.json"
+        if self.mode == "live":
+            call = self.lab.phone(caller).call(callee).wait_established(10)
+            time.sleep(seconds)
+            stats = self.lab.pbx.channel_stats()
+            call.hangup()
+            self._calls.append({"caller": caller, "callee": callee, "seconds": seconds,
+                                "channel_stats": stats})
+            if self.recording:
+                _write(path, json.dumps(self._calls, indent=2))
+        else:
+            recorded = json.loads(path.read_text())
+            self._calls.append(recorded[len(self._calls)])
+        return pd.DataFrame(self._calls[-1]["channel_stats"])
+
+    # -- the capture and its analysis ----------------------------------------------------------
+    @property
+    def pcap(self) -> Path:
+        """The capture file (live: the capture stops the first time this is read)."""
+        if self._pcap is None:
+            if self.mode == "live":
+                capture = self.lab.captures[0].stop()
+                self._pcap = capture.files["lan"]
+                if self.recording:
+                    target = DATA / "captures" / f"{self.name}-{self.track}.pcap"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(self._pcap, target)
+            else:
+                self._pcap = DATA / "captures" / f"{self.name}-{self.track}.pcap"
+        return self._pcap
+
+    @cached_property
+    def sip(self) -> pd.DataFrame:
+        return analysis.sip_messages(self.pcap)
+
+    @cached_property
+    def calls(self) -> pd.DataFrame:
+        return analysis.calls(self.sip)
+
+    @cached_property
+    def rtp(self) -> pd.DataFrame:
+        return analysis.rtp_packets(self.pcap, sip=self.sip, with_payload=True)
+
+    @cached_property
+    def streams(self) -> pd.DataFrame:
+        return analysis.rtp_streams(self.rtp, sip=self.sip)
+
+    @property
+    def names(self) -> dict[str, str]:
+        """IP address → actor label, for ladders (``alice (192.168.0.11)``)."""
+        out = {}
+        for host in self.spec.hosts:
+            for iface in host.interfaces:
+                label = "Asterisk" if host.name == self.spec.pbx.host else host.name
+                out[str(iface.address)] = f"{label}\n{iface.address}"
+        return out
+
+    def address(self, host: str) -> str:
+        return str(self.spec.address_of(host))
+
+    def ladder(self, *, calls_only: bool = False, **kwargs):
+        """The SIP ladder of the capture (only INVITE dialogs with ``calls_only``)."""
+        sip = self.sip
+        if calls_only:
+            sip = sip[sip.call_id.isin(self.calls.call_id)]
+        return plots.ladder(sip, names=self.names, **kwargs)
+
+    def timeline(self, **kwargs):
+        """Every RTP stream over time, with jitter below."""
+        return plots.rtp_timeline(self.rtp, self.streams, **kwargs)
+
+    # -- audio --------------------------------------------------------------------------------
+    def stream(self, src_host: str, dst_host: str) -> pd.Series:
+        """The RTP stream from one host to another (a row of :attr:`streams`)."""
+        src, dst = self.address(src_host), self.address(dst_host)
+        match = self.streams[(self.streams.src == src) & (self.streams.dst == dst)]
+        if match.empty:
+            raise LabStateError(f"No RTP stream from {src_host} ({src}) to {dst_host} ({dst}).",
+                                hint="look at session.streams for the streams that exist")
+        return match.iloc[0]
+
+    def _stream_of(self, phone: str, column: str) -> pd.Series:
+        rows = self.streams[self.streams[column] == self.address(phone)]
+        if rows.empty:
+            way = "reached" if column == "dst" else "left"
+            raise LabStateError(f"No RTP stream {way} {phone} in this capture.",
+                                hint="look at session.streams for the streams that exist")
+        return rows.sort_values("packets").iloc[-1]
+
+    def heard(self, phone: str) -> np.ndarray:
+        """The audio ``phone`` received, decoded from the captured G.711 packets."""
+        return analysis.decode_stream(self.rtp, self._stream_of(phone, "dst"))
+
+    def said(self, phone: str) -> np.ndarray:
+        """The audio ``phone`` sent, decoded from the captured packets it sent."""
+        return analysis.decode_stream(self.rtp, self._stream_of(phone, "src"))
+
+    @staticmethod
+    def listen(samples: np.ndarray):
+        """A player for 8 kHz audio in the notebook."""
+        from IPython.display import Audio
+        return Audio(samples.astype(np.float32) / 32768.0, rate=8000, normalize=False)
+
+
+def side_by_side(lab: str = "first-call", files: tuple[str, ...] | None = None,
+                 overrides: dict | None = None) -> dict[str, dict[str, str]]:
+    """The lab's Asterisk configuration rendered for both tracks (no lab needed).
+
+    Secrets are shown as a placeholder: a real run draws them at random.
+    """
+    spec = load_spec(lab, overrides)
+    placeholder = {e.extension: "<random-per-run>" for e in spec.pbx.endpoints}
+    credentials = PbxCredentials(secrets=placeholder, ami_user="labkit", ami_secret="<random-per-run>")
+    out: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="labkit-render-") as tmp:
+        for track in TRACKS:
+            written = render_pbx(spec, track, credentials, Path(tmp) / track)
+            wanted = files or (SIP_CONFIG[track], "extensions.conf", "rtp.conf")
+            out[track] = {name: Text(written[name].read_text()) for name in wanted if name in written}
+    return out
+
+
+def compare(left: str, right: str, titles: tuple[str, str] = ("legacy", "modern")):
+    """Two texts in two columns (HTML), e.g. a sip.conf peer next to its pjsip.conf objects."""
+    import html
+    from IPython.display import HTML
+    cells = "".join(f"<td style='vertical-align:top'><b>{html.escape(t)}</b>"
+                    f"<pre style='font-size:80%'>{html.escape(x)}</pre></td>"
+                    for t, x in zip(titles, (left, right)))
+    return HTML(f"<table><tr>{cells}</tr></table>")
+
+
+def _slug(command: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", command.lower()).strip("-")[:60]
+
+
+_VOLATILE = [
+    (re.compile(r"0x[0-9a-f]{6,}"), "0x…"),
+]
+
+
+def _stable(text: str) -> str:
+    """Recorded CLI output with memory addresses (baresip contact ids) shortened."""
+    for pattern, replacement in _VOLATILE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+

@@ -51,9 +51,7 @@ def calls(pcap_or_sip, **kw) -> pd.DataFrame:
         bye = g[g["is_request"] & (g["method"] == "BYE")]
         cancel = g[g["is_request"] & (g["method"] == "CANCEL")]
         answer = float(ok["time"].iloc[0]) if len(ok) else np.nan
-        final_status = int(final["status_code"].iloc[-1]) if len(final) else pd.NA
-        # failures that were only authentication challenges answered by a new INVITE
-        real_fail = fail[~fail["status_code"].isin([401, 407])] if len(ok) or len(fail) else fail
+        final_status = int(final["status_code"].iloc[-1]) if len(final) else None
         if len(bye):
             end = float(bye["time"].iloc[0])
             caller_ip = f"{first['src']}:{first['sport']}"
@@ -68,10 +66,10 @@ def calls(pcap_or_sip, **kw) -> pd.DataFrame:
             state = "answered"
         elif len(cancel) or final_status == 487:
             state = "cancelled"
-        elif len(real_fail) or len(fail):
+        elif len(fail):
             state = "failed"
-        elif (resp["status_code"] >= 180).any():
-            state = "ringing"
+        elif (resp["status_code"].fillna(0) >= 180).any():
+            state = "ringing"  # capture ended before a final answer
         else:
             state = "trying"
         setup_end = answer if len(ok) else (float(fail["time"].iloc[-1]) if len(fail) else np.nan)
@@ -83,7 +81,7 @@ def calls(pcap_or_sip, **kw) -> pd.DataFrame:
             "call_id": call_id, "caller": first["from_uri"], "callee": first["to_uri"],
             "caller_addr": f"{first['src']}:{first['sport']}", "start": float(first["time"]),
             "start_rel": float(first["time"]) - t_first, "answer": answer, "end": end,
-            "final_status": final_status, "state": state,
+            "final_status": pd.NA if final_status is None else final_status, "state": state,
             "setup_time": setup_end - float(first["time"]),
             "duration": end - answer if len(ok) else np.nan, "ended_by": ended_by,
             "auth_challenged": bool(g["asks_auth"].any()),

@@ -123,3 +123,12 @@ def test_sip_quoted_in_icmp_is_not_a_message(tmp_path):
     with open(path, "ab") as f:
         f.write(struct.pack("<IIII", 1_700_000_001, 0, len(frame), len(frame)) + frame)
     assert len(sip_messages(path)) == 2
+
+
+def test_call_without_final_answer(tmp_path):
+    """The capture stopped while the phone was ringing."""
+    p = tmp_path / "ringing.pcap"
+    synth.write_pcap(p, synth.sip_dialog()[4:7])  # INVITE, 100, 180
+    r = calls(p).iloc[0]
+    assert r["state"] == "ringing" and r["final_status"] is __import__("pandas").NA
+    assert r["end"] != r["end"] and r["duration"] != r["duration"]

@@ -16,8 +16,8 @@ pollute each other:
 
 Times are the best of 3 runs for kit and tshark (pyshark: one run of the first
 --pyshark-limit packets).  Memory: "peak RSS" is the worker's VmHWM (for tshark and pyshark, the larger of the Python
-worker and its tshark child, polled from /proc), "Δ RSS" the growth of the worker over its
-RSS after imports, and for the kit also the tracemalloc peak of Python/numpy allocations
+worker and its tshark child, polled from /proc), "Δ RSS" the growth of the Python worker
+alone over its RSS after imports, and for the kit also the tracemalloc peak of Python/numpy allocations
 in a second run.
 """
 from __future__ import annotations
@@ -171,7 +171,7 @@ def worker(method: str, pcap: str, limit: int) -> dict:
             watcher.join(timeout=5)  # the child is a zombie until wait(): /proc still readable
             p.wait()
         child = box[0]
-        return {"packets": len(df), "seconds": dt, "peak_rss_mb": max(_rss_mb(), child),
+        return {"packets": len(df), "seconds": dt, "peak_rss_mb": max(_rss_mb(), child), "worker_peak_mb": _rss_mb(),
                 "base_rss_mb": base, "child_rss_mb": child, "measured": len(df)}
     if method == "pyshark":
         import asyncio
@@ -199,7 +199,7 @@ def worker(method: str, pcap: str, limit: int) -> dict:
         except Exception:
             pass
         child = box[0]
-        return {"packets": seqs, "seconds": dt, "peak_rss_mb": max(_rss_mb(), child), "base_rss_mb": base,
+        return {"packets": seqs, "seconds": dt, "peak_rss_mb": max(_rss_mb(), child), "worker_peak_mb": _rss_mb(), "base_rss_mb": base,
                 "child_rss_mb": child,
                 "measured": count, "extrapolated": True}
     raise SystemExit(f"unknown method {method}")
@@ -248,7 +248,8 @@ def main(argv=None) -> int:
         if r.get("child_rss_mb"):
             note = (note + "; " if note else "") + f"tshark child peak {r['child_rss_mb']:.0f} MB"
         rows.append((m, r["packets"] if not r.get("extrapolated") else n_file, r["seconds"], rate,
-                     r["peak_rss_mb"], r["peak_rss_mb"] - r["base_rss_mb"], r.get("traced_peak_mb"), note))
+                     r["peak_rss_mb"], r.get("worker_peak_mb", r["peak_rss_mb"]) - r["base_rss_mb"],
+                     r.get("traced_peak_mb"), note))
     if big:
         for label, path in (("kit (2x pkts)", big), ("kit (1200B pl)", fat)):
             r = run("kit", path, args.pyshark_limit)

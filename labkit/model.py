@@ -51,12 +51,41 @@ class Interface(_Strict):
     address: ipaddress.IPv4Address = Field(description="Address inside the network's subnet.")
 
 
+class PortForward(_Strict):
+    """A DNAT rule of the ISP box (redirection de ports): WAN port(s) → a LAN address."""
+
+    proto: Literal["udp", "tcp"]
+    ports: tuple[int, int] | int = Field(description="A port, or [first, last] of a range.")
+    to: ipaddress.IPv4Address = Field(description="The LAN host that receives them.")
+
+    @field_validator("ports")
+    @classmethod
+    def _valid_ports(cls, value):
+        low, high = (value, value) if isinstance(value, int) else value
+        if not (1 <= low <= high <= 65535):
+            raise ValueError("ports are 1-65535, and a range is [first, last] with first <= last")
+        return value
+
+    @property
+    def range(self) -> tuple[int, int]:
+        return (self.ports, self.ports) if isinstance(self.ports, int) else tuple(self.ports)
+
+
+class Nat(_Strict):
+    """What makes a router an ISP box: masquerading towards its WAN, forwards, SIP ALG."""
+
+    outside: str = Field(description="The network on the WAN side (the Internet).")
+    forwards: list[PortForward] = Field(default=[], description="Port forwards (DNAT).")
+    sip_alg: bool = Field(default=False, description="The kernel's SIP helper rewrites SIP/SDP.")
+
+
 class Host(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Host name, also its namespace suffix.")
     interfaces: list[Interface] = Field(min_length=1)
     gateway: ipaddress.IPv4Address | None = Field(
         default=None, description="Default gateway; must lie in one of the host's networks.")
     forwarding: bool = Field(default=False, description="Route between its networks.")
+    nat: Nat | None = Field(default=None, description="Make this host an ISP box doing NAT.")
 
 
 class Endpoint(_Strict):
@@ -81,6 +110,22 @@ class Endpoint(_Strict):
         return self.extension
 
 
+class PbxNat(_Strict):
+    """Asterisk behind NAT: what to announce and how to treat phones behind NAT.
+
+    legacy: ``externip``/``localnet`` in sip.conf [general], ``nat=force_rport,comedia``;
+    modern: ``external_media_address``/``external_signaling_address``/``local_net`` on the
+    transport, ``rtp_symmetric``/``force_rport``/``rewrite_contact`` on endpoints.
+    """
+
+    external_address: str | None = Field(
+        default=None, description="Public address (or DDNS name) to announce in SIP and SDP.")
+    local_nets: list[ipaddress.IPv4Network] = Field(
+        default=[], description="Networks that are not behind the NAT (no rewriting for them).")
+    symmetric: bool = Field(
+        default=False, description="Answer and send media where packets come from (rport/comedia).")
+
+
 class Pbx(_Strict):
     host: str = Field(description="The host the Asterisk server runs on.")
     transports: list[Literal["udp", "tcp"]] = Field(default=["udp"], min_length=1)
@@ -92,6 +137,7 @@ class Pbx(_Strict):
     direct_media: bool = Field(
         default=False, description="Let media flow phone-to-phone (directmedia/direct_media).")
     strict_rtp: bool = Field(default=True, description="Asterisk's strict RTP learning (rtp.conf).")
+    nat: PbxNat = Field(default_factory=PbxNat, description="NAT traversal settings.")
     endpoints: list[Endpoint] = Field(min_length=1)
     dialplan: dict[str, list[str]] = Field(
         description="Context name -> lines of extensions.conf; '{{ tech }}' becomes SIP or PJSIP.")
@@ -110,6 +156,9 @@ class Phone(_Strict):
     host: str
     extension: str = Field(description="An extension declared under pbx.endpoints.")
     sip_port: int = Field(default=5060, ge=1, le=65535)
+    registrar: str | None = Field(
+        default=None, description="Where the phone registers (address or name); default: the "
+                                  "PBX host's address. A phone outside reaches the box's public address.")
 
 
 class LabSpec(_Strict):
@@ -261,6 +310,10 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
             problems.append((f"hosts[{i}].gateway", f"{host.gateway} is in none of the host's "
                              f"networks ({', '.join(str(n.subnet) for n in attached)})"))
 
+    for i, host in enumerate(spec.hosts):
+        if host.nat is not None:
+            problems += _nat_problems(f"hosts[{i}].nat", host, networks)
+
     if spec.pbx.host not in hosts:
         problems.append(("pbx.host", f"unknown host {spec.pbx.host!r}; hosts: {', '.join(hosts)}"))
     extensions = {e.extension for e in spec.pbx.endpoints}
@@ -284,6 +337,34 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
             problems.append((f"phones[{i}].extension", f"extension {phone.extension!r} is not "
                              f"declared under pbx.endpoints; declared: {', '.join(sorted(extensions))}"))
     problems += _port_collisions(spec)
+    return problems
+
+
+def _nat_problems(place: str, host: Host, networks: dict[str, Network]) -> list[tuple[str, str]]:
+    """An ISP box needs a WAN and a LAN; forwards go to the LAN and must not overlap."""
+    nat = host.nat
+    attached = [iface.network for iface in host.interfaces]
+    problems = []
+    if nat.outside not in attached:
+        problems.append((f"{place}.outside", f"a NAT box needs a WAN: {nat.outside!r} is not one of "
+                         f"its networks ({', '.join(attached)}); name the network facing the Internet"))
+    inside = [networks[n] for n in attached if n != nat.outside and n in networks]
+    if not inside:
+        problems.append((place, "a NAT box needs a LAN too: give the host a second interface"))
+    if not host.forwarding:
+        problems.append((f"{place.rsplit('.', 1)[0]}.forwarding", "a NAT box routes: set forwarding: true"))
+    for j, forward in enumerate(nat.forwards):
+        if inside and not any(forward.to in net.subnet for net in inside):
+            problems.append((f"{place}.forwards[{j}].to", f"{forward.to} is not on the box's LAN "
+                             f"({', '.join(str(n.subnet) for n in inside)}); a port forward leads "
+                             "to a host inside"))
+        low, high = forward.range
+        for k, other in enumerate(nat.forwards[:j]):
+            other_low, other_high = other.range
+            if other.proto == forward.proto and low <= other_high and other_low <= high:
+                problems.append((f"{place}.forwards[{j}].ports", f"{forward.proto} {low}-{high} "
+                                 f"overlaps forwards[{k}] ({other_low}-{other_high}); a WAN port "
+                                 "can lead to one LAN host only"))
     return problems
 
 

@@ -279,6 +279,17 @@ class Softphone(Daemon):
                                      hint=f"its log: {self.log_path}; the PBX log; a capture")
                 self._cond.wait(remaining)
 
+    def register_again(self) -> None:
+        """Register now (baresip 1.1 has no re-register command: drop and re-create the UA).
+
+        A phone that failed to register retries only after a back-off; in a lab where the
+        student just fixed the network, waiting would hide the cause and effect.
+        """
+        account = (self.config_dir / "accounts").read_text().strip()
+        aor = account.split("<", 1)[1].split(">", 1)[0]
+        self.command("uadel", aor)
+        self.command("uanew", account)
+
     def call(self, target: str) -> Call:
         """Dial an extension (``"6000"``) or a SIP URI; returns the :class:`Call`."""
         call = Call(self, target, "outgoing")

@@ -79,6 +79,17 @@ def entity_id(lab: str) -> str:
     return ":".join(f"{b:02x}" for b in (b"\x02" + digest[:5]))
 
 
+def _is_name(address: str | None) -> bool:
+    import ipaddress
+    if not address:
+        return False
+    try:
+        ipaddress.IPv4Address(address)
+        return False
+    except ValueError:
+        return True
+
+
 def render_pbx(spec: LabSpec, track: str, credentials: PbxCredentials, out_dir: Path,
                module_dir: str | None = None) -> dict[str, Path]:
     """Write every Asterisk configuration file for ``track`` into ``out_dir``."""
@@ -101,6 +112,9 @@ def render_pbx(spec: LabSpec, track: str, credentials: PbxCredentials, out_dir: 
         ami_port=pbx.ami_port, ami_user=credentials.ami_user, ami_secret=credentials.ami_secret,
         endpoints=pbx.endpoints, secrets=credentials.secrets, dialplan=dialplan,
         modules=MODULES[track],
+        nat=dict(external_address=pbx.nat.external_address,
+                 external_address_is_name=_is_name(pbx.nat.external_address),
+                 local_nets=[str(n) for n in pbx.nat.local_nets], symmetric=pbx.nat.symmetric),
     )
     templates = {
         "asterisk.conf": "common/asterisk.conf.j2",

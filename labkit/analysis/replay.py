@@ -81,6 +81,18 @@ def _warnings(sip: pd.DataFrame, rtp: pd.DataFrame, streams: pd.DataFrame, calls
         answered = sip[sip["has_auth"]]
         if len(ch) and answered.empty:
             w.append("Authentication was requested (401/407) but no request with credentials followed.")
+    if len(calls) and len(streams):
+        # symmetric RTP check: media to one side should come from what the other side announced
+        for c in calls.itertuples():
+            for to, frm in ((c.offer_media, c.answer_media), (c.answer_media, c.offer_media)):
+                if not to or not frm:
+                    continue
+                got = streams[(streams["dst"] + ":" + streams["dport"].astype(str)) == to]
+                for s in got.itertuples():
+                    src = f"{s.src}:{s.sport}"
+                    if src != frm:
+                        w.append(f"RTP to {to} comes from {src}, but the SDP announced {frm} "
+                                 f"(NAT, a media relay, or a phone not using symmetric RTP).")
     if len(calls):
         for r in calls[calls["state"] != "answered"].itertuples():
             w.append(f"Call {r.call_id} was not answered: {r.state}, final status {r.final_status}.")

@@ -170,12 +170,34 @@ def load_sip(pcap_or_df, **kw) -> pd.DataFrame:
 
 
 def media_endpoints(sip: pd.DataFrame) -> pd.DataFrame:
-    """The media addresses announced in SDP: one row per (addr, port) with the Call-ID,
-    the rtpmap and the message that announced it (the latest announcement wins)."""
+    """Every media address announced in SDP, in capture order: addr, port, the Call-ID,
+    the rtpmap, and the frame and time of the message that announced it."""
+    cols = ["addr", "port", "call_id", "rtpmap", "frame", "time"]
     if sip is None or sip.empty or "has_sdp" not in sip:
-        return pd.DataFrame(columns=["addr", "port", "call_id", "rtpmap", "frame"])
-    s = sip[sip["has_sdp"].astype(bool) & sip["sdp_m_port"].notna()]
-    out = pd.DataFrame({"addr": s["sdp_c_addr"].where(s["sdp_c_addr"] != "", s["src"]),
+        return pd.DataFrame(columns=cols)
+    s = sip[sip["has_sdp"].astype(bool) & sip["sdp_m_port"].notna() & (sip["sdp_m_port"] != 0)]
+    out = pd.DataFrame({"addr": s["sdp_c_addr"].where(s["sdp_c_addr"] != "", s["src"]).astype(str),
                         "port": s["sdp_m_port"].astype(int), "call_id": s["call_id"],
-                        "rtpmap": s["sdp_rtpmap"], "frame": s["frame"]})
-    return out.drop_duplicates(["addr", "port"], keep="last").reset_index(drop=True)
+                        "rtpmap": s["sdp_rtpmap"], "frame": s["frame"], "time": s["time"]}, columns=cols)
+    return out.sort_values("frame").reset_index(drop=True)
+
+
+class MediaMap:
+    """Finds which call announced an ``addr:port``.  When several calls announced the same
+    one (SIPp and some phones reuse their media port for every call), the latest
+    announcement made before the stream started wins."""
+
+    def __init__(self, sip: pd.DataFrame | None):
+        self.by_addr: dict[tuple[str, int], list[tuple[float, str, str]]] = {}
+        if sip is not None and len(sip):
+            for r in media_endpoints(sip).itertuples():
+                self.by_addr.setdefault((r.addr, int(r.port)), []).append((float(r.time), r.call_id, r.rtpmap))
+
+    def lookup(self, addr: str, port: int, t: float):
+        """(call_id, rtpmap text) or None."""
+        cands = self.by_addr.get((str(addr), int(port)))
+        if not cands:
+            return None
+        before = [c for c in cands if c[0] <= t + 1.0]  # 1 s slack: early media, clock skew
+        best = before[-1] if before else cands[0]
+        return best[1], best[2]

@@ -117,11 +117,8 @@ def rtp_streams(pcap_or_rtp, sip: pd.DataFrame | None = None, *, plc: bool = Fal
     rtp = load_rtp(pcap_or_rtp, sip)
     if rtp is None or len(rtp) == 0:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
-    endpoints = {}
-    if sip is not None and len(sip):
-        from labkit.analysis.sip import media_endpoints
-        for r in media_endpoints(sip).itertuples():
-            endpoints[(str(r.addr), int(r.port))] = (r.call_id, parse_rtpmap(r.rtpmap))
+    from labkit.analysis.sip import MediaMap
+    media = MediaMap(sip)
     rtp = rtp.sort_values("frame", kind="stable") if not rtp["frame"].is_monotonic_increasing else rtp
     sid = stream_ids(rtp)
     t_all = rtp["time"].to_numpy(np.float64)
@@ -139,8 +136,9 @@ def rtp_streams(pcap_or_rtp, sip: pd.DataFrame | None = None, *, plc: bool = Fal
         src, sport = str(rtp["src"].iat[grp[0]]), int(rtp["sport"].iat[grp[0]])
         dst, dport = str(rtp["dst"].iat[grp[0]]), int(rtp["dport"].iat[grp[0]])
         ssrc = int(rtp["ssrc"].iat[grp[0]])
-        call = endpoints.get((dst, dport)) or endpoints.get((src, sport)) or (None, {})
-        call_id, rtpmap = call
+        t_start = float(t_all[grp[0]])
+        call = media.lookup(dst, dport, t_start) or media.lookup(src, sport, t_start) or (None, "")
+        call_id, rtpmap = call[0], parse_rtpmap(call[1])
         pts, pt_counts = np.unique(pt_all[grp], return_counts=True)
         pt = int(pts[np.argmax(pt_counts)])
         codec, clock = rtpmap.get(pt) or STATIC_PT.get(pt) or (f"PT{pt}", 8000)

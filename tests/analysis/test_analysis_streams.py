@@ -112,3 +112,26 @@ def test_empty_tables_keep_columns(tmp_path):
     assert len(rtp_packets(path)) == 0
     st = rtp_streams(path)
     assert len(st) == 0 and "mos" in st.columns
+
+
+def test_reused_media_port_matched_by_time(tmp_path):
+    """Two calls one after the other announce the same addr:port (as SIPp does)."""
+    t1, t2 = 1_700_000_000.0, 1_700_000_100.0
+    pkts = synth.sip_dialog(t0=t1, call_id="first@x") + synth.sip_dialog(t0=t2, call_id="second@x")
+    s1 = synth.rtp_stream(synth.ALICE, 4000, synth.PBX, 12000, ssrc=1, start=t1 + 1, n=50)
+    s2 = synth.rtp_stream(synth.ALICE, 4000, synth.PBX, 12000, ssrc=2, start=t2 + 1, n=50)
+    path = tmp_path / "two_calls.pcap"
+    synth.write_pcap(path, sorted(pkts + s1.pkts + s2.pkts, key=lambda p: p.time))
+    from labkit.analysis import sip_messages
+    st = rtp_streams(path, sip=sip_messages(path))
+    assert dict(zip(st["ssrc"], st["call_id"])) == {1: "first@x", 2: "second@x"}
+
+
+def test_replay_warns_media_from_unexpected_source(tmp_path):
+    pkts = synth.sip_dialog()
+    s = synth.rtp_stream("198.51.100.7", 31000, synth.ALICE, 4000, n=30)  # not the answered 192.168.0.10:12000
+    path = tmp_path / "nat.pcap"
+    synth.write_pcap(path, sorted(pkts + s.pkts, key=lambda p: p.time))
+    from labkit.analysis import replay
+    rep = replay(path, tmp_path / "out")
+    assert any("comes from 198.51.100.7:31000" in w for w in rep.warnings)

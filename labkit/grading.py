@@ -31,8 +31,10 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +47,9 @@ from .errors import LabkitError
 __all__ = ["GradingError", "GradeReport", "Row", "release", "grade", "release_main", "grade_main"]
 
 log = logging.getLogger(__name__)
+_nbclient_log = logging.getLogger(__name__ + ".nbclient")  # nbclient's complaints: in our reasons
+_nbclient_log.addHandler(logging.NullHandler())
+_nbclient_log.propagate = False
 
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 MARKDOWN_STUB = "*Your answer here.*"
@@ -324,6 +329,7 @@ def grade(submissions: Path, out_csv: Path, *, source: Path | None = None, timeo
             notes.append(f"no checks are registered for notebook {nb_id!r}: not graded")
 
     tasks = [(student, nb_id) for student in students for nb_id in expected]
+    session = _Session()
     extras = _extra_modules(kernel_env)
 
     def work(task: tuple[str, str]) -> _Outcome:
@@ -332,13 +338,20 @@ def grade(submissions: Path, out_csv: Path, *, source: Path | None = None, timeo
         if path is None:
             return _Outcome(reason=f"not submitted: {student}/{nb_id}.ipynb was not found")
         return _grade_notebook(path, nb_id, hidden.get(nb_id, []), extras, kernel_env,
-                               timeout, total_timeout)
+                               timeout, total_timeout, session)
 
-    if jobs > 1 and len(tasks) > 1:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            outcomes = list(pool.map(work, tasks))
-    else:
-        outcomes = [work(t) for t in tasks]
+    # Kernels run in worker threads, so that Ctrl-C reaches this thread: it stops the
+    # grading, kills every kernel and propagates (no grades are written).
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="labkit-grade")
+    try:
+        futures = [pool.submit(work, t) for t in tasks]
+        outcomes = [f.result() for f in futures]
+    except BaseException:
+        session.abort.set()
+        session.kill_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
     rows: list[Row] = []
     per_student: dict[str, list[tuple[str, _Outcome, list[Row]]]] = {s: [] for s in students}
@@ -539,7 +552,8 @@ class _Invalid(Exception):
 
 
 def _grade_notebook(path: Path, nb_id: str, hidden_sources: list[str], extras: list[str],
-                    env: dict[str, str], timeout: float, total_timeout: float) -> _Outcome:
+                    env: dict[str, str], timeout: float, total_timeout: float,
+                    session: _Session) -> _Outcome:
     from nbformat.v4 import new_code_cell, new_notebook
 
     try:
@@ -560,13 +574,15 @@ def _grade_notebook(path: Path, nb_id: str, hidden_sources: list[str], extras: l
         labels.append("the grading cell")
         nb = new_notebook(cells=cells, metadata={"kernelspec": {
             "name": "python3", "display_name": "Python 3", "language": "python"}})
-        reason = _run_async(_execute(nb, path.parent, env, timeout, total_timeout, labels))
+        reason = asyncio.run(_execute(nb, path.parent, env, timeout, total_timeout, labels,
+                                      workdir / "kernel.log", session))
         outcome = _Outcome(reason=reason or "")
         for i, cell in enumerate(nb.cells[:n_student]):
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
-                    outcome.cell_errors.append(f"{labels[i]} raised {out.get('ename')}: "
-                                               f"{' '.join(str(out.get('evalue', '')).split())[:200]}")
+                    evalue = " ".join(str(out.get("evalue", "")).split())[:200]
+                    outcome.cell_errors.append(f"{labels[i]} raised {out.get('ename')}"
+                                               + (f": {evalue}" if evalue else ""))
         grading_error = next((o for o in nb.cells[-1].get("outputs", [])
                               if o.get("output_type") == "error"), None)
         data, problem = _read_report(report, nb_id)
@@ -600,17 +616,32 @@ def _read_report(path: Path, nb_id: str) -> tuple[dict[str, dict] | None, str]:
     return results, "" if data.get("complete") is True else "the grading cell did not finish"
 
 
-def _run_async(coro):
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(max_workers=1) as pool:  # called from a notebook: own loop
-        return pool.submit(asyncio.run, coro).result()
+class _Session:
+    """One grading run: the kernels alive now, and whether to stop."""
+
+    def __init__(self) -> None:
+        self.abort = threading.Event()
+        self._lock = threading.Lock()
+        self._kernels: list[dict[str, Any]] = []
+
+    def add(self, kernel: dict[str, Any]) -> None:
+        with self._lock:
+            self._kernels.append(kernel)
+
+    def remove(self, kernel: dict[str, Any]) -> None:
+        with self._lock:
+            if kernel in self._kernels:
+                self._kernels.remove(kernel)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            kernels = list(self._kernels)
+        for kernel in kernels:
+            _kill(_descendants(kernel), kernel)
 
 
 async def _execute(nb, cwd: Path, env: dict[str, str], timeout: float, total_timeout: float,
-                   labels: list[str]) -> str | None:
+                   labels: list[str], kernel_log: Path, session: _Session) -> str | None:
     """Run *nb* in a fresh kernel; return why it stopped early (or None)."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -619,7 +650,7 @@ async def _execute(nb, cwd: Path, env: dict[str, str], timeout: float, total_tim
                             shutdown_kernel="immediate", interrupt_on_timeout=False,
                             startup_timeout=int(max(10, min(60, total_timeout))),
                             resources={"metadata": {"path": str(cwd)}},
-                            log=logging.getLogger("labkit.grading.nbclient"))
+                            log=_nbclient_log)
     limit = {"seconds": float(timeout)}
     client.timeout_func = lambda cell: limit["seconds"]
     procs: dict[int, Any] = {}
@@ -628,12 +659,18 @@ async def _execute(nb, cwd: Path, env: dict[str, str], timeout: float, total_tim
     deadline = start + total_timeout
     reason: str | None = None
     client.reset_execution_trackers()
+    log_fh = open(kernel_log, "wb")  # the kernel's own stderr: quiet, but kept for errors
     try:
-        async with client.async_setup_kernel(env=env, cwd=str(cwd)):
+        async with client.async_setup_kernel(env=env, cwd=str(cwd), stdout=subprocess.DEVNULL,
+                                             stderr=log_fh):
             kernel.update(_kernel_process(client))
+            session.add(kernel)
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code" or not cell.source.strip():
                     continue
+                if session.abort.is_set():
+                    reason = "grading was interrupted"
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     reason = (f"the notebook ran out of time (total limit {_num(total_timeout)} s) "
@@ -657,10 +694,24 @@ async def _execute(nb, cwd: Path, env: dict[str, str], timeout: float, total_tim
                     procs.update(_descendants(kernel))
     except Exception as exc:  # the kernel would not start, the connection broke…
         reason = reason or f"the notebook could not be run ({type(exc).__name__}: {exc})"
+        tail = _tail(kernel_log)
+        if tail:
+            reason += f"; kernel said: {tail}"
     finally:
         procs.update(_descendants(kernel))
         _kill(procs, kernel)
+        session.remove(kernel)
+        log_fh.close()
     return reason
+
+
+def _tail(path: Path, limit: int = 300) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines()
+                 if ln.strip() and "without encryption" not in ln]
+    except OSError:
+        return ""
+    return " | ".join(lines[-3:])[-limit:]
 
 
 def _kernel_process(client) -> dict[str, Any]:
@@ -831,6 +882,10 @@ def grade_main(argv: list[str] | None = None) -> int:
     except LabkitError as exc:
         print(f"labkit grade: {exc.explain()}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("labkit grade: interrupted; every kernel was stopped, no grades were written.",
+              file=sys.stderr)
+        return 130
     print(report.table())
     for note in report.notes:
         print(f"note: {note}")

@@ -294,6 +294,11 @@ class Softphone(Daemon):
         """Dial an extension (``"6000"``) or a SIP URI; returns the :class:`Call`."""
         call = Call(self, target, "outgoing")
         with self._cond:
+            # An earlier outgoing call that never got an id (it failed before baresip
+            # reported anything) must not capture this call's events.
+            for earlier in self.calls:
+                if earlier.id is None:
+                    earlier.id = "(never identified)"
             self.calls.append(call)
         self.command("dial", target)
         return call

@@ -64,7 +64,6 @@ def execute(path: Path, env_overrides: dict[str, str], timeout: int = CELL_TIMEO
     """Run the notebook in a fresh kernel with these environment variables; returns it executed."""
     nb = nbformat.read(path, as_version=4)
     env = dict(os.environ, **env_overrides)
-    env.setdefault("MPLBACKEND", "Agg")
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute(env=env)

@@ -1,0 +1,23 @@
+"""Make the toy checks importable here and in every kernel the grader starts."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "fixtures" / "source"
+
+
+@pytest.fixture(scope="package", autouse=True)
+def toy_checks():
+    """``LABKIT_EXERCISES=toy_exercises`` with this folder on the path (kernels inherit it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABKIT_EXERCISES", "toy_exercises")
+        mp.setenv("PYTHONPATH", os.pathsep.join(
+            p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p))
+        mp.syspath_prepend(str(HERE))
+        import toy_exercises  # noqa: F401  (registers the "toy" checks in this process)
+        yield

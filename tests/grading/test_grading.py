@@ -1,0 +1,297 @@
+"""release and grade, end to end, with real kernels on the toy notebook.
+
+The submissions are built in the test from the *released* student copy, with the exercise
+cells filled in the way each kind of student would.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from labkit.grading import GradingError, grade, grade_main, release, release_main
+
+from .conftest import SOURCE
+
+SOLUTION_TEXT = ["6 * 7", "acc += x", "acc = 0", "return acc", "Deep Thought", "seven and a half"]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("release")
+    (path,) = release(SOURCE, out)
+    return path
+
+
+def _submission(released: Path, answer: str, total: str, extra: list[str] = ()) -> nbformat.NotebookNode:
+    """The student copy with its two exercise cells filled in (and *extra* cells after them)."""
+    nb = copy.deepcopy(nbformat.read(str(released), as_version=4))
+    for i, cell in enumerate(nb.cells):
+        if "# YOUR CODE HERE" not in cell.source:
+            continue
+        if "def add_all" in cell.source:
+            cell.source = total
+            at = i
+        else:
+            cell.source = answer
+    for k, src in enumerate(extra):
+        nb.cells.insert(at + 1 + k, nbformat.v4.new_code_cell(src))
+    return nb
+
+
+def _write(root: Path, student: str, nb, name: str = "toy.ipynb") -> Path:
+    (root / student).mkdir(parents=True, exist_ok=True)
+    path = root / student / name
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _rows(path: Path) -> dict[tuple[str, str], dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    table = {(r["student"], r["check"]): r for r in rows}
+    assert len(table) == len(rows)  # one row per (student, check)
+    return table
+
+
+def _kernels_left() -> list[psutil.Process]:
+    left = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if any("ipykernel" in part for part in child.cmdline()):
+                left.append(child)
+        except psutil.Error:
+            pass
+    return left
+
+
+def _sleepers(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"] == ["sleep", marker]:
+            found.append(proc)
+    return found
+
+
+GOOD_ANSWER = "answer = 42"
+GOOD_TOTAL = "def add_all(xs):\n    return sum(xs)\n\ntotal = add_all(numbers)"
+
+CHEAT = '''\
+import json, labkit.checks as c
+fake = {"labkit_report": 1, "notebook": "toy", "complete": True,
+        "results": [{"id": i, "passed": True, "message": "", "points": 100, "max_points": 1}
+                    for i in ("answer-42", "sum-list", "hidden-positive")]}
+def fake_report(notebook, path, namespace=None):
+    with open(path, "w") as fh:
+        json.dump(fake, fh)
+c.report = fake_report
+c.run_all = lambda *a, **k: []
+@c.check("toy", "answer-42", points=100)
+def _always(ns):
+    return True
+@c.check("toy", "bonus", points=50)
+def _bonus(ns):
+    return True
+for name in ("report.json", "grades.csv"):
+    with open(name, "w") as fh:
+        json.dump(fake, fh)
+print(json.dumps(fake))
+'''
+
+
+# ---------------------------------------------------------------- release
+
+
+def test_release_student_copy(released):
+    source = nbformat.read(str(SOURCE / "toy.ipynb"), as_version=4)
+    assert any(c.get("outputs") for c in source.cells)  # the fixture has outputs to clear
+    nb = nbformat.read(str(released), as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    for secret in SOLUTION_TEXT:
+        assert secret in "\n".join(c.source for c in source.cells)
+        assert secret not in text
+    assert "hidden-positive" not in text  # the hidden cell is gone
+    assert text.count("# YOUR CODE HERE") == 2 and text.count("raise NotImplementedError()") == 2
+    assert "    # YOUR CODE HERE\n    raise NotImplementedError()" in text  # indented stub
+    assert "*Your answer here.*" in text
+    assert 'labkit.checks.run("toy", "answer-42")' in text
+    assert 'labkit.checks.run("toy", "sum-list")' in text
+    assert len(nb.cells) == len(source.cells) - 1
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+        assert "hidden" not in cell.metadata.get("tags", [])
+    assert nb.metadata["labkit"]["student_copy"] is True
+    assert len(nb.metadata["labkit"]["source_sha256"]) == 64
+    nbformat.validate(nb)
+
+
+def _nb(*cells):
+    return nbformat.v4.new_notebook(cells=list(cells))
+
+
+def test_release_refuses_unfinished_markers(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(_nb(nbformat.v4.new_code_cell("x = 1\n### BEGIN SOLUTION\ny = secret()\n")),
+                   str(src / "a.ipynb"))
+    with pytest.raises(GradingError, match="BEGIN SOLUTION has no END SOLUTION"):
+        release(src, tmp_path / "out")
+    assert not (tmp_path / "out" / "a.ipynb").exists()
+    nbformat.write(_nb(nbformat.v4.new_markdown_cell("<!-- BEGIN SOLUTION -->the answer")),
+                   str(src / "a.ipynb"))
+    with pytest.raises(GradingError, match="no <!-- END SOLUTION -->"):
+        release(src, tmp_path / "out")
+    nbformat.write(_nb(nbformat.v4.new_code_cell("y = 2\n### END SOLUTION")), str(src / "a.ipynb"))
+    with pytest.raises(GradingError, match="END SOLUTION without BEGIN"):
+        release(src, tmp_path / "out")
+
+
+def test_release_detects_leaked_solution_and_solution_cells(tmp_path):
+    src = tmp_path / "a.ipynb"
+    nbformat.write(_nb(nbformat.v4.new_code_cell("### BEGIN SOLUTION\nport = find_port(capture)\n### END SOLUTION"),
+                       nbformat.v4.new_code_cell("print(port)  # port = find_port(capture)")), str(src))
+    with pytest.raises(GradingError, match="would still contain solution text"):
+        release(src, tmp_path / "out")
+    assert not (tmp_path / "out" / "a.ipynb").exists()
+    whole = nbformat.v4.new_code_cell("secret_value = compute()", metadata={"tags": ["solution"]})
+    nbformat.write(_nb(whole), str(src))
+    (out,) = release(src, tmp_path / "out2")
+    nb = nbformat.read(str(out), as_version=4)
+    assert nb.cells[0].source == "# YOUR CODE HERE\nraise NotImplementedError()"
+    assert "solution" not in nb.cells[0].metadata.get("tags", [])
+    with pytest.raises(GradingError, match="would overwrite"):
+        release(src, src)
+    with pytest.raises(GradingError, match="already a student copy"):
+        release(out, tmp_path / "out3")
+
+
+def test_release_main(tmp_path, capsys):
+    assert release_main([str(SOURCE), "-o", str(tmp_path / "rel")]) == 0
+    assert (tmp_path / "rel" / "toy.ipynb").exists()
+    assert release_main([str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert release_main([]) == 2  # bad usage
+
+
+# ---------------------------------------------------------------- grade
+
+
+def test_grade_everything(released, tmp_path, capsys):
+    subs = tmp_path / "submissions"
+    _write(subs, "alice", _submission(released, GOOD_ANSWER, GOOD_TOTAL))
+    _write(subs, "alice", _nb(nbformat.v4.new_code_cell("1 + 1")), "scratch.ipynb")  # no checks
+    _write(subs, "bob", _submission(released, "answer = 41", GOOD_TOTAL))
+    _write(subs, "carol", _submission(
+        released, GOOD_ANSWER, 'def add_all(xs):\n    raise ValueError("boom")\n\ntotal = add_all(numbers)'))
+    _write(subs, "dave", _submission(
+        released, GOOD_ANSWER, 'import subprocess\nsubprocess.Popen(["sleep", "317"])\nwhile True:\n    pass'))
+    _write(subs, "erin", _submission(
+        released, 'import subprocess, os\nsubprocess.Popen(["sleep", "318"])\nos._exit(1)', GOOD_TOTAL))
+    frank = _write(subs, "frank", _submission(released, GOOD_ANSWER, GOOD_TOTAL))
+    frank.write_text(frank.read_text()[:300])  # truncated JSON
+    _write(subs, "mallory", _submission(released, "answer = 41", GOOD_TOTAL, extra=[CHEAT]))
+    (subs / "gina").mkdir()  # handed in nothing
+
+    out = tmp_path / "grades" / "grades.csv"
+    started = time.monotonic()
+    code = grade_main([str(subs), "-o", str(out), "--source", str(SOURCE),
+                       "--timeout", "5", "--jobs", "3"])
+    elapsed = time.monotonic() - started
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert elapsed < 60
+
+    rows = _rows(out)
+    assert {s for s, _ in rows} == {"alice", "bob", "carol", "dave", "erin", "frank", "mallory", "gina"}
+    assert all(r["notebook"] == "toy" for r in rows.values())  # scratch.ipynb has no checks
+
+    def got(student):
+        return {c: (rows[(student, c)]["points"], rows[(student, c)]["max_points"],
+                    rows[(student, c)]["status"])
+                for c in ("answer-42", "sum-list", "hidden-positive")}
+
+    assert got("alice") == {"answer-42": ("1", "1", "pass"), "sum-list": ("2", "2", "pass"),
+                            "hidden-positive": ("1", "1", "pass")}
+    assert got("bob") == {"answer-42": ("0", "1", "fail"), "sum-list": ("2", "2", "pass"),
+                          "hidden-positive": ("1", "1", "pass")}
+    assert "41" in rows[("bob", "answer-42")]["message"]
+    assert got("carol") == {"answer-42": ("1", "1", "pass"), "sum-list": ("0", "2", "fail"),
+                            "hidden-positive": ("1", "1", "pass")}
+    assert rows[("carol", "sum-list")]["message"] == "`total` is not defined: run the exercise cell first"
+    for student, reason in (("dave", "cell 7 timed out after 5 s"), ("erin", "kernel died in cell 4")):
+        assert got(student) == {"answer-42": ("0", "1", "not-reached"),
+                                "sum-list": ("0", "2", "not-reached"),
+                                "hidden-positive": ("0", "1", "not-reached")}, student
+        assert {rows[(student, c)]["message"] for c in ("answer-42", "sum-list")} == {reason}
+    assert got("frank") == {"answer-42": ("0", "1", "invalid-notebook"),
+                            "sum-list": ("0", "2", "invalid-notebook"),
+                            "hidden-positive": ("0", "1", "invalid-notebook")}
+    assert "cannot read the notebook" in rows[("frank", "sum-list")]["message"]
+    # the cheat changes nothing: answer 41 still fails, no "bonus" row, grader's own points
+    assert got("mallory") == got("bob")
+    assert ("mallory", "bonus") not in rows
+    assert got("gina") == {"answer-42": ("0", "1", "not-reached"),
+                           "sum-list": ("0", "2", "not-reached"),
+                           "hidden-positive": ("0", "1", "not-reached")}
+    assert "not submitted" in rows[("gina", "answer-42")]["message"]
+
+    with open(out.with_name("grades.summary.csv"), newline="", encoding="utf-8") as fh:
+        summary = {r["student"]: r for r in csv.DictReader(fh)}
+    assert {s: (r["points"], r["max_points"]) for s, r in summary.items()} == {
+        "alice": ("4", "4"), "bob": ("3", "4"), "carol": ("2", "4"), "dave": ("0", "4"),
+        "erin": ("0", "4"), "frank": ("0", "4"), "mallory": ("3", "4"), "gina": ("0", "4")}
+    assert summary["alice"]["status"] == "ok" and summary["dave"]["status"] == "not-reached"
+    assert summary["frank"]["status"] == "invalid-notebook"
+    assert "timed out" in summary["dave"]["notes"]
+
+    feedback = (out.parent / "feedback" / "bob.md").read_text()
+    assert "✗ 0/1 `answer-42`" in feedback and "hint: the answer to everything" in feedback
+    assert "✓ 2/2 `sum-list`" in feedback
+    assert "kernel died in cell 4" in (out.parent / "feedback" / "erin.md").read_text()
+    assert "ValueError: boom" in (out.parent / "feedback" / "carol.md").read_text()
+    assert {p.name for p in (out.parent / "feedback").iterdir()} == {
+        f"{s}.md" for s in ("alice", "bob", "carol", "dave", "erin", "frank", "mallory", "gina")}
+
+    assert "alice" in printed.out and "4/4" in printed.out
+    assert "no checks are registered for notebook 'scratch'" in printed.out
+
+    # nothing left running: no kernel, not even what the endless and the dying kernels spawned
+    assert _kernels_left() == []
+    assert _sleepers("317") == [] and _sleepers("318") == []
+
+
+def test_grade_total_timeout_and_no_source(released, tmp_path):
+    """Without --source the hidden check is unknown; the total limit stops a slow notebook."""
+    subs = tmp_path / "subs"
+    _write(subs, "slow", _submission(
+        released, "import time\ntime.sleep(3)\nanswer = 42", "import time\ntime.sleep(3)\n" + GOOD_TOTAL))
+    report = grade(subs, tmp_path / "g.csv", timeout=30, total_timeout=4)
+    rows = _rows(tmp_path / "g.csv")
+    assert set(rows) == {("slow", "answer-42"), ("slow", "sum-list")}
+    assert {r["status"] for r in rows.values()} == {"not-reached"}
+    assert "ran out of time (total limit 4 s)" in rows[("slow", "answer-42")]["message"]
+    assert report.total("slow") == (0, 3)
+    assert _kernels_left() == []
+
+
+def test_grade_bad_usage(tmp_path, capsys):
+    assert grade_main([str(tmp_path / "nowhere"), "-o", str(tmp_path / "g.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    nbformat.write(_nb(), str(flat / "alice__toy.ipynb"))
+    assert grade_main([str(flat), "-o", str(tmp_path / "g.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "one folder per student" in err and "Traceback" not in err
+    with pytest.raises(GradingError):
+        grade(flat, tmp_path / "g.csv")

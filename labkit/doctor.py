@@ -14,7 +14,7 @@ from .model import TRACKS
 TOOLS = {
     "ip": "iproute2", "bwrap": "bubblewrap", "mmdebstrap": "mmdebstrap", "zstd": "zstd",
     "tshark": "tshark", "dumpcap": "wireshark-common", "espeak-ng": "espeak-ng",
-    "nft": "nftables", "iptables": "iptables", "conntrack": "conntrack", "ss": "iproute2",
+    "nft": "nftables", "iptables": "iptables", "conntrack": "conntrack", "ss": "iproute2", "dig": "dnsutils", "mergecap": "wireshark-common",
 }
 
 

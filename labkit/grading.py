@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,18 +316,28 @@ def grade(submissions: Path, out_csv: Path, *, source: Path | None = None, timeo
     kernel_env["LABKIT_MODE"] = "replay"
     kernel_env.update({k: str(v) for k, v in (env or {}).items()})
     students = _discover(submissions)
+    if submissions.resolve() in out_csv.resolve().parents:
+        raise GradingError(f"{out_csv} is inside the submissions folder {submissions}",
+                           cause="its feedback/ folder would look like a student next time",
+                           hint="write the grades elsewhere, e.g. -o grades/grades.csv")
     hidden = _hidden_cells(Path(source)) if source is not None else {}
     _load_checks(kernel_env)
 
+    # the notebooks graded: those handed in by at least one student (the others get 0)
     notes: list[str] = []
-    submitted = sorted({nb for nbs in students.values() for nb in nbs} | set(hidden))
+    submitted = sorted({nb for nbs in students.values() for nb in nbs})
     expected: dict[str, list[_Expected]] = {}
     for nb_id in submitted:
         checks = _expected_checks(nb_id, hidden.get(nb_id, []))
         if checks:
             expected[nb_id] = checks
-        elif any(nb_id in nbs for nbs in students.values()):
+        else:
             notes.append(f"no checks are registered for notebook {nb_id!r}: not graded")
+    if not expected:
+        raise GradingError(f"nothing to grade in {submissions}: no submitted notebook has checks",
+                           cause="a notebook's checks are registered under its file name "
+                                 "(00-orientation.ipynb -> \"00-orientation\") by labkit.exercises",
+                           hint="check the notebook file names and `python -c 'import labkit.exercises'`")
 
     tasks = [(student, nb_id) for student in students for nb_id in expected]
     session = _Session()
@@ -337,15 +348,19 @@ def grade(submissions: Path, out_csv: Path, *, source: Path | None = None, timeo
         path = students[student].get(nb_id)
         if path is None:
             return _Outcome(reason=f"not submitted: {student}/{nb_id}.ipynb was not found")
-        return _grade_notebook(path, nb_id, hidden.get(nb_id, []), extras, kernel_env,
-                               timeout, total_timeout, session)
+        try:
+            return _grade_notebook(path, nb_id, hidden.get(nb_id, []), extras, kernel_env,
+                                   timeout, total_timeout, session)
+        except Exception as exc:  # a grader bug must cost this notebook, not the others
+            log.exception("grading %s failed", path)
+            return _Outcome(reason=f"grading failed ({type(exc).__name__}: {exc})")
 
     # Kernels run in worker threads, so that Ctrl-C reaches this thread: it stops the
     # grading, kills every kernel and propagates (no grades are written).
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="labkit-grade")
     try:
         futures = [pool.submit(work, t) for t in tasks]
-        outcomes = [f.result() for f in futures]
+        outcomes = [_wait(f) for f in futures]
     except BaseException:
         session.abort.set()
         session.kill_all()
@@ -614,6 +629,15 @@ def _read_report(path: Path, nb_id: str) -> tuple[dict[str, dict] | None, str]:
     except Exception as exc:
         return None, f"the results file is unreadable ({type(exc).__name__})"
     return results, "" if data.get("complete") is True else "the grading cell did not finish"
+
+
+def _wait(future):
+    """The future's result, waking up often so that Ctrl-C is seen at once."""
+    while True:
+        try:
+            return future.result(timeout=0.25)
+        except FuturesTimeout:
+            continue
 
 
 class _Session:

@@ -70,6 +70,7 @@ class Lab:
         self.lab_file = lab_file
         self.record = LabRecord(name=self.name)
         self.pbx: Asterisk | None = None
+        self.dns = None  # a DnsServer when the lab declares one
         self.phones: dict[str, Softphone] = {}
         self.credentials: PbxCredentials | None = None
         self.captures: list = []
@@ -176,7 +177,7 @@ class Lab:
         _require_root()
         rootfs = images.ensure_image(self.track, build=build_images, progress=progress)
         phone_rootfs = images.ensure_image("modern", build=build_images, progress=progress) \
-            if self.spec.phones else rootfs
+            if self.spec.phones or self.spec.dns else rootfs
         self._claim()
         try:
             self._build_network()
@@ -185,6 +186,9 @@ class Lab:
             self._write_files()
             self._build_daemons(rootfs, phone_rootfs)
             self._check_ports()
+            if self.dns is not None:  # names must resolve before Asterisk and phones start
+                self.dns.start()
+                self.dns.wait_ready()
             self.pbx.start()
             self.pbx.wait_ready()
             for phone in self.phones.values():
@@ -260,9 +264,10 @@ class Lab:
         hosts += [f"{h.interfaces[0].address}\t{h.name}.{self.name}.test {h.name}" for h in spec.hosts]
         self.etc_dir.mkdir(parents=True, exist_ok=True)
         (self.etc_dir / "hosts").write_text("\n".join(hosts) + "\n")
-        # No resolver outside the lab: queries go to the host's own loopback and fail at
-        # once (a lab DNS server replaces this when a lab declares one).
-        (self.etc_dir / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        # No resolver outside the lab: the lab's DNS server if it has one, else the host's
+        # own loopback, where queries fail at once.
+        nameserver = spec.address_of(spec.dns.host) if spec.dns else "127.0.0.1"
+        (self.etc_dir / "resolv.conf").write_text(f"nameserver {nameserver}\noptions timeout:1 attempts:1\n")
         secrets = draw_secrets(spec)
         self.credentials = PbxCredentials(secrets=secrets, ami_user="labkit",
                                           ami_secret=draw_secrets_ami())
@@ -292,6 +297,9 @@ class Lab:
 
     def _build_daemons(self, rootfs: Path, phone_rootfs: Path) -> None:
         spec = self.spec
+        if spec.dns is not None:
+            from .dns import DnsServer
+            self.dns = DnsServer(self, phone_rootfs)
         pbx_host = spec.pbx.host
         self.pbx = Asterisk(
             host=pbx_host, track=self.track, namespace=self.namespace(pbx_host), rootfs=rootfs,
@@ -320,7 +328,7 @@ class Lab:
 
     def _daemons(self) -> list:
         dumpcaps = [d for capture in self.captures for d in capture.dumpcaps]
-        return [d for d in [*dumpcaps, *self.phones.values(), self.pbx] if d is not None]
+        return [d for d in [*dumpcaps, *self.phones.values(), self.pbx, self.dns] if d is not None]
 
     def reconfigure(self, pbx: dict) -> None:
         """Change PBX settings of the running lab, e.g. ``{"nat": {"symmetric": True}}``.

@@ -161,6 +161,27 @@ class Phone(_Strict):
                                   "PBX host's address. A phone outside reaches the box's public address.")
 
 
+class Dns(_Strict):
+    """A DNS server in the lab (dnsmasq), authoritative for the names listed.
+
+    Every lab host then resolves through it: the DDNS scenario updates a record when the
+    box's public address changes (the report's fix C: a dynamic address behind a name).
+    """
+
+    host: str = Field(description="The host dnsmasq runs on.")
+    records: dict[str, ipaddress.IPv4Address] = Field(
+        default={}, description="Name → IPv4 address (A records), e.g. voip.home.example.")
+
+    @field_validator("records")
+    @classmethod
+    def _reserved_names(cls, value):
+        for name in value:
+            # RFC 2606 / RFC 6761: names for documentation and tests never leak anywhere.
+            if not re.fullmatch(r"[a-z0-9.-]+\.(test|example|invalid|localhost)", name):
+                raise ValueError(f"{name!r}: use a reserved name ending in .test or .example")
+        return value
+
+
 class LabSpec(_Strict):
     """A whole lab file."""
 
@@ -170,6 +191,7 @@ class LabSpec(_Strict):
     hosts: list[Host] = Field(min_length=1)
     pbx: Pbx
     phones: list[Phone] = Field(default=[])
+    dns: Dns | None = Field(default=None, description="A DNS server in the lab (for DDNS).")
 
     # -- look-ups used by the rest of labkit -------------------------------------------
     def host(self, name: str) -> Host:
@@ -313,6 +335,9 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
     for i, host in enumerate(spec.hosts):
         if host.nat is not None:
             problems += _nat_problems(f"hosts[{i}].nat", host, networks)
+
+    if spec.dns is not None and spec.dns.host not in hosts:
+        problems.append(("dns.host", f"unknown host {spec.dns.host!r}; hosts: {', '.join(hosts)}"))
 
     if spec.pbx.host not in hosts:
         problems.append(("pbx.host", f"unknown host {spec.pbx.host!r}; hosts: {', '.join(hosts)}"))

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 TABLE = "labkit_box"
 
 
-def render_ruleset(nat: Nat, wan_if: str, lan_nets: list[ipaddress.IPv4Network]) -> str:
-    """The box's nftables ruleset for the given NAT settings."""
+def render_ruleset(nat: Nat, wan_if: str, lan_nets: list[ipaddress.IPv4Network],
+                   public_address: str) -> str:
+    """The box's nftables ruleset for the given NAT settings and public address."""
     lines = ["flush ruleset", "", f"table ip {TABLE} {{"]
     if nat.sip_alg:
         lines += ['    ct helper sip {', '        type "sip" protocol udp', '        l3proto ip', '    }', ""]
@@ -42,7 +43,8 @@ def render_ruleset(nat: Nat, wan_if: str, lan_nets: list[ipaddress.IPv4Network])
     for forward in nat.forwards:
         low, high = forward.range
         ports = str(low) if low == high else f"{low}-{high}"
-        lines.append(f'        iifname "{wan_if}" {forward.proto} dport {ports} dnat to {forward.to}')
+        lines.append(f'        iifname "{wan_if}" ip daddr {public_address} {forward.proto} dport {ports} '
+                     f'dnat to {forward.to}')
     lines += [
         "    }",
         "",
@@ -93,7 +95,7 @@ class NatBox:
 
     # -- reading ------------------------------------------------------------------------------
     def ruleset(self) -> str:
-        return render_ruleset(self.nat, self.wan_if, self.lan_nets)
+        return render_ruleset(self.nat, self.wan_if, self.lan_nets, self.public_address)
 
     def rules(self) -> str:
         """The rules in force, as the kernel lists them (``nft list ruleset``)."""
@@ -165,9 +167,19 @@ class NatBox:
         new = ipaddress.IPv4Address(address)
         if new not in network.subnet:
             raise LabFileError(f"{address} is not in the WAN network {network.subnet}.")
-        self.namespace.run(["ip", "addr", "replace", f"{new}/{network.subnet.prefixlen}", "dev", self.wan_if])
-        self.namespace.run(["ip", "addr", "del", f"{old}/{network.subnet.prefixlen}", "dev", self.wan_if])
-        self.flush_conntrack()
+        prefix = network.subnet.prefixlen
+        # Delete first: removing a primary address also removes secondaries of its subnet.
+        self.namespace.run(["ip", "addr", "del", f"{old}/{prefix}", "dev", self.wan_if])
+        self.namespace.run(["ip", "addr", "add", f"{new}/{prefix}", "dev", self.wan_if])
+        gateway = self.lab.spec.host(self.name).gateway
+        if gateway is not None:
+            self.namespace.run(["ip", "route", "replace", "default", "via", str(gateway)])
+        # The ISP now routes the old address elsewhere: hosts on the WAN forget the box's
+        # link-layer address for it (else their cached ARP entry would still lead there).
+        for host in self.lab.spec.hosts:
+            if any(iface.network == self.nat.outside for iface in host.interfaces):
+                self.lab.namespace(host.name).run(["ip", "neigh", "flush", "all"], check=False)
+        self.apply()  # port forwards follow the new public address
         return old
 
     def __repr__(self) -> str:

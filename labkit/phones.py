@@ -279,16 +279,31 @@ class Softphone(Daemon):
                                      hint=f"its log: {self.log_path}; the PBX log; a capture")
                 self._cond.wait(remaining)
 
-    def register_again(self) -> None:
-        """Register now (baresip 1.1 has no re-register command: drop and re-create the UA).
+    def register_again(self, timeout: float = 5.0) -> bool:
+        """Register now; True when the registrar accepted it (REGISTER_OK), False if not.
 
-        A phone that failed to register retries only after a back-off; in a lab where the
-        student just fixed the network, waiting would hide the cause and effect.
+        baresip 1.1 has no re-register command, so the user agent is dropped and
+        re-created.  A phone that failed to register retries only after a back-off; in a
+        lab where the student just fixed the network, waiting would hide cause and effect.
         """
         account = (self.config_dir / "accounts").read_text().strip()
         aor = account.split("<", 1)[1].split(">", 1)[0]
+        seen = len(self.events)
         self.command("uadel", aor)
         self.command("uanew", account)
+        outcome: list[str] = []
+
+        def decided() -> bool:
+            for event in list(self.events)[seen:]:
+                if event.get("type") in ("REGISTER_OK", "REGISTER_FAIL"):
+                    outcome.append(event["type"])
+                    return True
+            return False
+        try:
+            self._wait(decided, timeout, "the registrar's answer")
+        except PhoneError:
+            return False
+        return outcome[0] == "REGISTER_OK"
 
     def call(self, target: str) -> Call:
         """Dial an extension (``"6000"``) or a SIP URI; returns the :class:`Call`."""

@@ -5,9 +5,13 @@ cells filled in the way each kind of student would.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import csv
 import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -295,3 +299,79 @@ def test_grade_bad_usage(tmp_path, capsys):
     assert "one folder per student" in err and "Traceback" not in err
     with pytest.raises(GradingError):
         grade(flat, tmp_path / "g.csv")
+    subs = tmp_path / "subs"
+    _write(subs, "alice", _nb(nbformat.v4.new_code_cell("1")), "scratch.ipynb")
+    with pytest.raises(GradingError, match="nothing to grade"):
+        grade(subs, tmp_path / "g.csv")
+    with pytest.raises(GradingError, match="inside the submissions folder"):
+        grade(subs, subs / "grades.csv")
+    assert _kernels_left() == []
+
+
+def test_ctrl_c_stops_grading_and_kills_the_kernel(released, tmp_path):
+    subs = tmp_path / "subs"
+    _write(subs, "looper", _submission(released, "while True:\n    pass", GOOD_TOTAL))
+    out = tmp_path / "g.csv"
+    timer = threading.Timer(4, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            grade(subs, out, timeout=60)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 20
+    assert not out.exists()
+    assert _kernels_left() == []
+
+
+def test_grade_from_a_running_event_loop(released, tmp_path):
+    """An instructor may call grade() from a notebook, where an event loop is running."""
+    subs = tmp_path / "subs"
+    here = (subs / "alice").resolve()
+    # the kernel runs in replay mode, in the student's folder: else this cell spoils the answer
+    probe = (f"import os\nif os.environ.get('LABKIT_MODE') != 'replay' or os.getcwd() != {str(here)!r}:\n"
+             "    answer = 0")
+    _write(subs, "alice", _submission(released, GOOD_ANSWER, GOOD_TOTAL, extra=[probe]))
+
+    async def in_a_notebook():
+        return grade(subs, tmp_path / "g.csv", source=SOURCE)
+
+    report = asyncio.run(in_a_notebook())
+    assert report.total("alice") == (4, 4)
+    assert [r.status for r in report.rows] == ["pass", "pass", "pass"]
+
+
+def test_report_file_problems_are_not_passes(tmp_path):
+    from labkit.grading import _read_report
+    path = tmp_path / "r.json"
+    assert _read_report(path, "toy") == (None, "the grading cell wrote no results")
+    path.write_text('{"labkit_report": 1, "notebook": "toy", "results": [{"id": "a", "pas')
+    assert _read_report(path, "toy")[0] is None
+    path.write_text(json.dumps({"labkit_report": 1, "notebook": "other", "complete": True, "results": []}))
+    assert _read_report(path, "toy")[0] is None
+    path.write_text(json.dumps({"labkit_report": 1, "notebook": "toy", "complete": True,
+                                "results": [{"id": "a", "passed": "yes", "message": ""}]}))
+    assert _read_report(path, "toy")[0] is None  # "yes" is not True
+    path.write_text(json.dumps({"labkit_report": 1, "notebook": "toy", "complete": False,
+                                "results": [{"id": "a", "passed": True, "message": ""}]}))
+    assert _read_report(path, "toy") == ({"a": {"passed": True, "message": ""}},
+                                         "the grading cell did not finish")
+
+
+def test_check_cells_display_once_in_a_kernel(tmp_path):
+    """In a kernel, run() shows one Markdown line and no duplicate Out[]; hidden ids stay hidden."""
+    from nbclient import NotebookClient
+    nb = nbformat.read(str(SOURCE / "toy.ipynb"), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell('labkit.checks.run("toy", "hidden-positive")'))
+    NotebookClient(nb, kernel_name="python3", timeout=30, shutdown_kernel="immediate",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    by_source = {c.source: c.outputs for c in nb.cells if c.cell_type == "code"}
+    (out,) = by_source['labkit.checks.run("toy", "answer-42")']
+    assert out.output_type == "display_data"
+    assert out.data["text/plain"] == "✓ 1/1 answer-42"
+    assert "answer-42" in out.data["text/markdown"]
+    (out,) = by_source['labkit.checks.run("toy", "hidden-positive")']
+    assert "hidden check: graded later" in out.data["text/plain"]
+    assert "✓" not in out.data["text/plain"]
+    assert _kernels_left() == []

@@ -1,0 +1,264 @@
+"""The student notebooks: stored outputs, replay on both tracks, live on both tracks, hygiene.
+
+* regression: each notebook re-executed in **replay** mode (modern track) must reproduce the
+  outputs committed with it (pytest-notebook; images and volatile strings ignored).
+  Regenerate them with ``.venv/bin/python scripts/record_notebooks.py --store-replay-outputs``.
+* replay on the **legacy** track runs top to bottom, its check cells pass.
+* **live** (``-m live``, root): each notebook drives real labs on both tracks; no error, every
+  check — hidden ones included — passes with the solutions that the source notebooks contain.
+* hygiene: short cells, no function definitions, objectives first, clean metadata, small outputs,
+  recordings present for every session of every notebook on both tracks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from pytest_notebook.nb_regression import NBRegressionFixture
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+DATA = ROOT / "data"
+NAMES = ["00-orientation", "01-first-call"]
+TRACKS = ["modern", "legacy"]
+MAX_CELL_OUTPUT = 200_000      # bytes of JSON per cell, images included
+MAX_NOTEBOOK = 1_500_000       # bytes per notebook file
+MAX_CAPTURE = 1 << 20          # bytes per recorded capture
+
+# Strings that may differ between two runs of the same recording (none should, in replay
+# mode, but a re-recording must not turn every stored output into a diff).
+DIFF_REPLACE = (
+    ("/cells/*/outputs", r"0x[0-9a-fA-F]{4,}", "0xADDR"),
+    ("/cells/*/outputs", r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "UUID"),
+    ("/cells/*/outputs", r"\b[0-9a-f]{16,40}(@[\w.:]+)?\b", "CALLID"),
+    ("/cells/*/outputs", r"z9hG4bK[\w.~-]+", "BRANCH"),
+    ("/cells/*/outputs", r"tag=[\w.~-]+", "tag=TAG"),
+    ("/cells/*/outputs", r'nonce="[^"]*"', 'nonce="NONCE"'),
+    ("/cells/*/outputs", r"\b\d{4}-\d{2}-\d{2}\b", "DATE"),
+    ("/cells/*/outputs", r"\b\d{2}:\d{2}:\d{2}(\.\d+)?\b", "TIME"),
+    ("/cells/*/outputs", r"(?<![\w.])/(?:var|tmp|home|root|work|srv|opt)/[\w./-]*", "/PATH"),
+    ("/cells/*/outputs", r"at 0x[0-9a-fA-F]+>", "at 0xADDR>"),
+)
+DIFF_IGNORE = (
+    "/cells/*/outputs/*/data/image/png",
+    "/cells/*/outputs/*/data/image/svg+xml",
+    "/cells/*/metadata/execution",
+    "/cells/*/outputs/*/metadata",
+    "/metadata/language_info",
+)
+
+
+def path_of(name: str) -> Path:
+    return NOTEBOOKS / f"{name}.ipynb"
+
+
+def read(name: str):
+    return nbformat.read(path_of(name), as_version=4)
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def session_names(nb) -> list[str]:
+    return re.findall(r'Session\.start\(\s*"([^"]+)"', "\n".join(c.source for c in code_cells(nb)))
+
+
+def notebook_id(nb) -> str:
+    """The check namespace the notebook's check cells use (e.g. ``01-first-call``)."""
+    ids = set(re.findall(r'checks\.run\(\s*"([^"]+)"', "\n".join(c.source for c in code_cells(nb))))
+    assert len(ids) == 1, ids
+    return ids.pop()
+
+
+def execute(name: str, env: dict[str, str], *, report_checks: bool = False, timeout: int = 120):
+    """Run a notebook in a fresh kernel with ``env`` added; optionally append a cell printing
+    every check's result (hidden ones included) as JSON."""
+    nb = read(name)
+    if report_checks:
+        nb.cells.append(nbformat.v4.new_code_cell(
+            "import json as _json\n"
+            f"print('CHECKS=' + _json.dumps([[r.id, r.passed, r.message] for r in "
+            f"checks.run_all({notebook_id(nb)!r})]))"))
+    full_env = {**os.environ, "LABKIT_RECORD": "0", **env}
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute(env=full_env)
+    return nb
+
+
+def outputs_text(nb) -> str:
+    parts = []
+    for cell in code_cells(nb):
+        for out in cell.outputs:
+            parts.append(out.get("text", ""))
+            data = out.get("data", {})
+            parts.append(data.get("text/plain", ""))
+            parts.append(data.get("text/markdown", ""))
+    return "\n".join(parts)
+
+
+def errors(nb) -> list[str]:
+    return [f"{o.ename}: {o.evalue}" for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
+
+
+def check_results(nb) -> list[list]:
+    for cell in reversed(code_cells(nb)):
+        for out in cell.outputs:
+            text = out.get("text", "")
+            if "CHECKS=" in text:
+                return json.loads(text.split("CHECKS=", 1)[1].strip())
+    raise AssertionError("the check report cell printed nothing")
+
+
+# -- (1) regression: stored outputs == a fresh replay run (modern track) -----------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_stored_outputs_match_replay(name, monkeypatch):
+    monkeypatch.setenv("LABKIT_MODE", "replay")
+    monkeypatch.setenv("LABKIT_TRACK", "modern")
+    monkeypatch.setenv("LABKIT_RECORD", "0")
+    fixture = NBRegressionFixture(
+        exec_timeout=120, exec_cwd=str(NOTEBOOKS),
+        exec_env={"LABKIT_MODE": "replay", "LABKIT_TRACK": "modern", "LABKIT_RECORD": "0"},
+        diff_ignore=DIFF_IGNORE, diff_replace=DIFF_REPLACE, diff_use_color=False)
+    fixture.check(str(path_of(name)))
+
+
+# -- (2) replay on the legacy track ------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_replay_legacy_runs(name):
+    nb = execute(name, {"LABKIT_MODE": "replay", "LABKIT_TRACK": "legacy"}, report_checks=True)
+    assert errors(nb) == []
+    text = outputs_text(nb)
+    assert "Track: **legacy**, Asterisk 16 with chan_sip" in text
+    assert "✗" not in text, "a check cell failed"
+    assert "PJSIP" not in "\n".join(l for l in text.splitlines() if "Dial(" in l)
+    if name == "00-orientation":
+        assert "chan_sip.so" in text and "Asterisk 16." in text
+    else:
+        assert "Dial(SIP/${EXTEN},20)" in text
+    failed = [r for r in check_results(nb) if not r[1]]
+    assert failed == []
+
+
+# -- (3) live, both tracks ---------------------------------------------------------------------
+@pytest.mark.live
+@pytest.mark.parametrize("track", TRACKS)
+@pytest.mark.parametrize("name", NAMES)
+def test_live_runs_and_checks_pass(name, track):
+    nb = execute(name, {"LABKIT_MODE": "live", "LABKIT_TRACK": track}, report_checks=True)
+    assert errors(nb) == []
+    text = outputs_text(nb)
+    assert f"Mode: **live**" in text and f"Track: **{track}**" in text
+    assert "✗" not in text, "a check cell failed"
+    results = check_results(nb)
+    assert results, "no checks registered"
+    assert [r for r in results if not r[1]] == []
+
+
+# -- (4) hygiene -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_execution_counts_in_order(name):
+    counts = [c.execution_count for c in code_cells(read(name))]
+    assert counts == list(range(1, len(counts) + 1)) or all(c is None for c in counts), counts
+    for cell in code_cells(read(name)):
+        for out in cell.outputs:
+            if out.output_type == "execute_result":
+                assert out.execution_count == cell.execution_count
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_outputs_small(name):
+    assert path_of(name).stat().st_size < MAX_NOTEBOOK
+    for i, cell in enumerate(code_cells(read(name))):
+        size = len(json.dumps(cell.get("outputs", [])))
+        assert size <= MAX_CELL_OUTPUT, f"code cell {i}: {size} bytes of output"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cells_short_and_without_functions(name):
+    cells = code_cells(read(name))
+    lengths = [len(c.source.strip().splitlines()) for c in cells]
+    assert statistics.median(lengths) <= 3, lengths
+    for cell in cells:
+        assert not re.search(r"(^|\s)(async\s+)?def\s", cell.source), cell.source
+        assert "lambda" not in cell.source and "class " not in cell.source, cell.source
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_structure(name):
+    nb = read(name)
+    markdown = [c for c in nb.cells if c.cell_type == "markdown"]
+    assert nb.cells[0].cell_type == "markdown" and "Objectives" in markdown[0].source
+    cells = code_cells(nb)
+    first, last = cells[0].source, cells[-1].source
+    assert "from labkit.notebook import Session" in first and "from labkit import" in first
+    assert f'session = Session.start("{name}")' in first and "session.banner()" in first
+    assert "session.close()" in last
+    # every exercise: nbgrader solution markers + metadata; every check has a check cell
+    exercises = [c for c in cells if "### BEGIN SOLUTION" in c.source]
+    assert exercises, "no exercise"
+    for cell in exercises:
+        assert "### END SOLUTION" in cell.source
+        assert cell.metadata.get("nbgrader", {}).get("solution") is True
+    from labkit import checks
+    ids = {c.id for c in checks.registered(notebook_id(nb))}
+    shown = set(re.findall(r'checks\.run\(\s*"[^"]+",\s*"([^"]+)"', "\n".join(c.source for c in cells)))
+    assert shown == ids
+    assert any(c.hidden for c in checks.registered(notebook_id(nb))), "no hidden check"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metadata_clean(name):
+    nb = read(name)
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}
+    for cell in nb.cells:
+        assert set(cell.metadata) <= {"nbgrader", "tags"}, cell.metadata
+        for out in cell.get("outputs", []):
+            assert not out.get("metadata"), out.get("metadata")
+            assert "transient" not in out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recordings_present(name):
+    for session in session_names(read(name)):
+        for track in TRACKS:
+            assert (DATA / "recorded" / f"{session}-{track}").is_dir(), (session, track)
+            capture = DATA / "captures" / f"{session}-{track}.pcap"
+            assert capture.exists() and 0 < capture.stat().st_size < MAX_CAPTURE, capture
+
+
+# -- the checks judge answers, not code: right answers pass, wrong ones fail -------------------
+@pytest.mark.parametrize("track", TRACKS)
+def test_checks_tell_right_from_wrong(track):
+    from labkit import checks
+    from labkit.notebook import Session
+    session = Session.start("00-orientation", track=track, mode="replay")
+    right = {"session": session, "sip_port": 5060,
+             "asterisk_rtp_ports": set(session.streams[session.streams.src == "192.168.0.10"].sport),
+             "inside_range": True, "register_counts": {"alice": 2, "bob": 2}, "challenge_status": 401}
+    wrong = {"session": session, "sip_port": 5061, "asterisk_rtp_ports": {5060},
+             "inside_range": "yes", "register_counts": {"alice": 1, "bob": 1}, "challenge_status": 407}
+    assert all(r.passed for r in checks.run_all("00-orientation", right))
+    assert not any(r.passed for r in checks.run_all("00-orientation", wrong))
+    # a missing variable is a readable failure, not a crash
+    missing = checks.run_all("00-orientation", {"session": session})
+    assert not any(r.passed for r in missing) and "is not defined" in missing[0].message
+
+    anchored = Session.start("01-first-call", track=track, mode="replay")
+    direct = Session.start("01-direct-media", track=track, mode="replay",
+                           overrides={"pbx": {"direct_media": True}})
+    right = {"session": anchored, "direct": direct, "alice_audio_from": "192.168.0.10",
+             "n_streams": 4, "n_legs": 2, "reinvite_sdp_addr": "192.168.0.11",
+             "bob_rtp_to": "192.168.0.11", "n_reinvites": 3}
+    wrong = {"session": anchored, "direct": direct, "alice_audio_from": "192.168.0.12",
+             "n_streams": 2, "n_legs": 1, "reinvite_sdp_addr": "192.168.0.10",
+             "bob_rtp_to": "192.168.0.10", "n_reinvites": 0}
+    assert [r.id for r in checks.run_all("01-first-call", right) if not r.passed] == []
+    assert [r.id for r in checks.run_all("01-first-call", wrong) if r.passed] == []

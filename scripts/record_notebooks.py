@@ -104,6 +104,17 @@ def errors_of(nb) -> list[str]:
     return out
 
 
+def failed_checks(nb) -> list[str]:
+    """The ✗ lines of the check cells (the source notebooks hold the solutions: none expected)."""
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "checks.run(" in cell.source:
+            for output in cell.outputs:
+                text = output.get("data", {}).get("text/plain", "")
+                out += [line for line in text.splitlines() if line.startswith("✗")]
+    return out
+
+
 def written_since(start: float) -> list[Path]:
     files = [p for p in (DATA / "recorded").rglob("*") if p.is_file() and p.stat().st_mtime >= start]
     files += [p for p in (DATA / "captures").glob("*.pcap") if p.stat().st_mtime >= start]
@@ -121,11 +132,14 @@ def record(paths: list[Path], tracks: list[str]) -> int:
             start = time.time() - 1
             print(f"== {path.name} [{track}] live, recording …", flush=True)
             try:
-                execute(path, {"LABKIT_MODE": "live", "LABKIT_RECORD": "1", "LABKIT_TRACK": track})
+                nb = execute(path, {"LABKIT_MODE": "live", "LABKIT_RECORD": "1", "LABKIT_TRACK": track})
             except CellExecutionError as exc:
                 failed += 1
                 print(f"   FAILED: {str(exc).strip().splitlines()[-1]}", flush=True)
                 continue
+            for line in failed_checks(nb):
+                failed += 1
+                print(f"   CHECK FAILED: {line}")
             files = written_since(start)
             dirs = sorted({p.parent.relative_to(DATA) for p in files if "recorded" in p.parts})
             top = sorted({Path(*d.parts[:2]) for d in dirs})

@@ -67,12 +67,15 @@ def _rows(path: Path) -> dict[tuple[str, str], dict]:
     return table
 
 
-def _kernels_left() -> list[psutil.Process]:
+def _kernels_left() -> list[str]:
+    """The kernels (and their children) still running under this test process."""
     left = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if any("ipykernel" in part for part in child.cmdline()):
-                left.append(child)
+            cmdline = child.cmdline()
+            if any("ipykernel" in part for part in cmdline):
+                left.append(f"pid {child.pid} ({child.status()}, ppid {child.ppid()}, "
+                            f"started {time.time() - child.create_time():.1f} s ago): {' '.join(cmdline)}")
         except psutil.Error:
             pass
     return left

@@ -262,3 +262,33 @@ def test_checks_tell_right_from_wrong(track):
              "bob_rtp_to": "192.168.0.10", "n_reinvites": 0}
     assert [r.id for r in checks.run_all("01-first-call", right) if not r.passed] == []
     assert [r.id for r in checks.run_all("01-first-call", wrong) if r.passed] == []
+
+
+# -- (5) the student version: solutions removed, the notebook still goes to the end -----------
+SOLUTION = re.compile(r"### BEGIN SOLUTION\n.*?### END SOLUTION", re.S)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_student_version_fails_checks_gracefully(name, tmp_path):
+    """What nbgrader hands out (each solution replaced by ``raise NotImplementedError()``):
+    only the exercise cells raise, every visible check cell shows ✗, nothing else breaks."""
+    nb = read(name)
+    exercise_ids = set()
+    for cell in code_cells(nb):
+        if "### BEGIN SOLUTION" in cell.source:
+            cell.source = SOLUTION.sub("raise NotImplementedError()", cell.source)
+            exercise_ids.add(cell.id)
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute(env={**os.environ, "LABKIT_MODE": "replay", "LABKIT_TRACK": "modern",
+                        "LABKIT_RECORD": "0"})
+    for cell in code_cells(nb):
+        errs = [o for o in cell.outputs if o.output_type == "error"]
+        if cell.id in exercise_ids:
+            assert [e.ename for e in errs] == ["NotImplementedError"], cell.source
+        else:
+            assert errs == [], (cell.source, [e.evalue for e in errs])
+        if "checks.run(" in cell.source:
+            text = "\n".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+            assert "✓" not in text, text
+            assert "✗" in text or "hidden check" in text, text

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 import time
-from functools import cached_property
+from typing import Any, Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,23 +82,32 @@ class Session:
         self.spec = load_spec(lab, self.overrides)
         self.lab = None
         self.recording = mode == "live" and os.environ.get("LABKIT_RECORD") == "1"
-        self._pcap: Path | None = None
+        self.places: tuple[str, ...] = ("lan",)
+        self._pcaps: dict[str, Path] = {}
+        self._tables: dict[tuple[str, str], Any] = {}
         self._calls: list[dict] = []
+        self._steps: list[dict] = []
+        self._replayed_steps: list[dict] | None = None
 
     # -- start and stop ---------------------------------------------------------------------
     @classmethod
     def start(cls, name: str, lab: str = "first-call", *, track: str | None = None,
-              overrides: dict | None = None, mode: str | None = None) -> "Session":
+              overrides: dict | None = None, mode: str | None = None,
+              capture: tuple[str, ...] = ("lan",), wait_registered: bool = True) -> "Session":
         """Bring the lab up (live) or open its recording (replay).
 
-        ``name`` identifies this notebook part's recording (``data/recorded/<name>-<track>``).
+        ``name`` identifies this notebook part's recording (``data/recorded/<name>-<track>``);
+        ``capture`` names the networks captured from the first packet (the first is the
+        default one for the analysis); ``wait_registered=False`` for labs broken on purpose.
         """
         session = cls(name, lab, track or default_track(), mode or current_mode(), overrides)
+        session.places = tuple(capture)
         if session.mode == "live":
             from .lab import Lab
             session.lab = Lab.load(lab, track=session.track, name=f"nb-{name}"[:16].rstrip("-"),
                                    overrides=overrides)
-            session.lab.up(progress=False, capture=("lan",), capture_name=name)
+            session.lab.up(progress=False, capture=session.places, capture_name=name,
+                           wait_registered=wait_registered)
             if session.recording:
                 shutil.rmtree(session.recorded_dir, ignore_errors=True)
                 session._record_configs()
@@ -112,7 +121,7 @@ class Session:
     def close(self) -> None:
         """Take the lab down (live); the capture and logs stay in the lab directory."""
         if self.lab is not None:
-            self.pcap  # stop and keep the capture first
+            self.pcap_at()  # stop and keep the captures first
             self.lab.down()
             self.lab = None
 
@@ -201,36 +210,69 @@ class Session:
         return pd.DataFrame(self._calls[-1]["channel_stats"])
 
     # -- the capture and its analysis ----------------------------------------------------------
-    @property
-    def pcap(self) -> Path:
-        """The capture file (live: the capture stops the first time this is read)."""
-        if self._pcap is None:
+    def pcap_at(self, place: str | None = None) -> Path:
+        """The capture of one network (live: the captures stop the first time one is read)."""
+        place = place or self.places[0]
+        if place not in self.places:
+            raise LabStateError(f"Nothing was captured on {place!r}.",
+                                hint=f"captured networks: {', '.join(self.places)}")
+        if not self._pcaps:
             if self.mode == "live":
                 capture = self.lab.captures[0].stop()
-                self._pcap = capture.files["lan"]
+                self._pcaps = dict(capture.files)
                 if self.recording:
-                    target = DATA / "captures" / f"{self.name}-{self.track}.pcap"
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(self._pcap, target)
+                    for where, path in self._pcaps.items():
+                        shutil.copyfile(path, self._recorded_pcap(where))
             else:
-                self._pcap = DATA / "captures" / f"{self.name}-{self.track}.pcap"
-        return self._pcap
+                self._pcaps = {where: self._recorded_pcap(where) for where in self.places}
+        return self._pcaps[place]
 
-    @cached_property
+    def _recorded_pcap(self, place: str) -> Path:
+        # The first place keeps the plain name (data/captures/<name>-<track>.pcap).
+        suffix = "" if place == self.places[0] else f"-{place}"
+        path = DATA / "captures" / f"{self.name}-{self.track}{suffix}.pcap"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def pcap(self) -> Path:
+        """The capture file of the first captured network."""
+        return self.pcap_at()
+
+    def table(self, kind: str, place: str | None = None) -> pd.DataFrame:
+        """An analysis table (``sip``, ``calls``, ``rtp``, ``streams``) of one capture."""
+        place = place or self.places[0]
+        key = (kind, place)
+        if key not in self._tables:
+            if kind == "sip":
+                value = analysis.sip_messages(self.pcap_at(place))
+            elif kind == "calls":
+                value = analysis.calls(self.table("sip", place))
+            elif kind == "rtp":
+                value = analysis.rtp_packets(self.pcap_at(place), sip=self.table("sip", place),
+                                             with_payload=True)
+            elif kind == "streams":
+                value = analysis.rtp_streams(self.table("rtp", place), sip=self.table("sip", place))
+            else:
+                raise LabStateError(f"No table {kind!r}.", hint="sip, calls, rtp or streams")
+            self._tables[key] = value
+        return self._tables[key]
+
+    @property
     def sip(self) -> pd.DataFrame:
-        return analysis.sip_messages(self.pcap)
+        return self.table("sip")
 
-    @cached_property
+    @property
     def calls(self) -> pd.DataFrame:
-        return analysis.calls(self.sip)
+        return self.table("calls")
 
-    @cached_property
+    @property
     def rtp(self) -> pd.DataFrame:
-        return analysis.rtp_packets(self.pcap, sip=self.sip, with_payload=True)
+        return self.table("rtp")
 
-    @cached_property
+    @property
     def streams(self) -> pd.DataFrame:
-        return analysis.rtp_streams(self.rtp, sip=self.sip)
+        return self.table("streams")
 
     @property
     def names(self) -> dict[str, str]:
@@ -245,16 +287,20 @@ class Session:
     def address(self, host: str) -> str:
         return str(self.spec.address_of(host))
 
-    def ladder(self, *, calls_only: bool = False, **kwargs):
-        """The SIP ladder of the capture (only INVITE dialogs with ``calls_only``)."""
-        sip = self.sip
+    def ladder(self, *, calls_only: bool = False, place: str | None = None,
+               since: str | None = None, **kwargs):
+        """The SIP ladder of a capture: only INVITE dialogs with ``calls_only``, only after
+        the step marked ``since`` (see :meth:`mark`)."""
+        sip = self.table("sip", place)
         if calls_only:
-            sip = sip[sip.call_id.isin(self.calls.call_id)]
+            sip = sip[sip.call_id.isin(self.table("calls", place).call_id)]
+        if since is not None:
+            sip = sip[sip.time >= self.marks()[since]]
         return plots.ladder(sip, names=self.names, **kwargs)
 
-    def timeline(self, **kwargs):
-        """Every RTP stream over time, with jitter below."""
-        return plots.rtp_timeline(self.rtp, self.streams, **kwargs)
+    def timeline(self, place: str | None = None, **kwargs):
+        """Every RTP stream of a capture over time, with jitter below."""
+        return plots.rtp_timeline(self.table("rtp", place), self.table("streams", place), **kwargs)
 
     # -- audio --------------------------------------------------------------------------------
     def stream(self, src_host: str, dst_host: str) -> pd.Series:
@@ -281,6 +327,99 @@ class Session:
     def said(self, phone: str) -> np.ndarray:
         """The audio ``phone`` sent, decoded from the captured packets it sent."""
         return analysis.decode_stream(self.rtp, self._stream_of(phone, "src"))
+
+    # -- actions recorded step by step (NAT, DDNS…) ---------------------------------------------
+    def _step(self, kind: str, compute: Callable[[], Any]) -> Any:
+        """Live: do it and (when recording) log its JSON result; replay: the logged result."""
+        path = self.recorded_dir / "steps.json"
+        if self.mode == "live":
+            result = compute()
+            self._steps.append({"kind": kind, "result": result})
+            if self.recording:
+                _write(path, json.dumps(self._steps, indent=2))
+            return result
+        if self._replayed_steps is None:
+            self._replayed_steps = json.loads(path.read_text()) if path.exists() else []
+        index = len(self._steps)
+        if index >= len(self._replayed_steps) or self._replayed_steps[index]["kind"] != kind:
+            raise LabStateError(f"The recording of {self.name} has no step {index + 1} ({kind}).",
+                                cause="the notebook changed since it was recorded",
+                                hint="re-record it: sudo .venv/bin/python scripts/record_notebooks.py")
+        entry = self._replayed_steps[index]
+        self._steps.append(entry)
+        return entry["result"]
+
+    def mark(self, label: str) -> None:
+        """Note the time a step starts, to look at its packets later (``ladder(since=…)``)."""
+        self._step("mark", lambda: {"label": label, "time": time.time()})
+
+    def marks(self) -> dict[str, float]:
+        return {s["result"]["label"]: s["result"]["time"] for s in self._steps if s["kind"] == "mark"}
+
+    @property
+    def box(self):
+        """The lab's ISP box (live only; replay shows what it recorded)."""
+        name = next((h.name for h in self.spec.hosts if h.nat is not None), None)
+        if name is None:
+            raise LabStateError(f"Lab {self.lab_name} has no NAT box.")
+        if self.lab is None:
+            raise LabStateError("In replay mode there is no box to change; its rules were recorded.")
+        return self.lab.host(name)
+
+    def box_rules(self) -> Text:
+        """The box's nftables rules in force."""
+        return Text(self._step("box-rules", lambda: str(self.box.rules())))
+
+    def forward_ports(self, to_host: str | None = None) -> Text:
+        """The report's fix A: forward 5060/udp, 10000-20000/udp, 5061/tcp to the PBX."""
+        target = self.address(to_host or self.spec.pbx.host)
+
+        def forward():
+            self.box.forward_walkthrough_ports(target)
+            return str(self.box.rules())
+        return Text(self._step("forward-ports", forward))
+
+    def sip_alg(self, enabled: bool) -> Text:
+        """Switch the box's SIP ALG (the kernel's SIP helper) on or off; returns the rules."""
+        def switch():
+            self.box.set_sip_alg(enabled)
+            return str(self.box.rules())
+        return Text(self._step("sip-alg", switch))
+
+    def configure_pbx(self, **nat: Any) -> Text:
+        """Change the PBX's NAT settings (restarts Asterisk); returns its SIP configuration."""
+        def change():
+            self.lab.reconfigure({"nat": nat})
+            return self.lab.pbx.config(self.lab.pbx.sip_config_name)
+        return Text(self._step("configure-pbx", change))
+
+    def register(self, phone: str) -> bool:
+        """Make ``phone`` register now; True if the PBX accepted it."""
+        return bool(self._step("register", lambda: self.lab.phone(phone).register_again()))
+
+    def talk(self, caller: str = "bob", callee: str = "6000", seconds: float = 3.0) -> pd.DataFrame:
+        """A call where both sides speak; what each heard, judged against what the other said."""
+        from .conversation import talk
+
+        def converse():
+            conversation = talk(self.lab, caller, callee, seconds)
+            return {"established": conversation.established, "error": conversation.error,
+                    "heard": conversation.summary()}
+        result = self._step("talk", converse)
+        table = pd.DataFrame(result["heard"]).T.rename_axis("listener")
+        table.attrs["established"] = result["established"]
+        return table
+
+    def move_box(self, address: str) -> str:
+        """The ISP gives the box a new public address; returns the old one."""
+        return self._step("move-box", lambda: self.box.set_public_address(address))
+
+    def ddns_update(self, name: str, address: str) -> str:
+        """The box's DDNS client updates ``name``; returns what the lab's DNS now answers."""
+        def update():
+            self.lab.dns.update(name, address)
+            return self.lab.dns.resolve(name)
+        return self._step("ddns-update", update)
 
     @staticmethod
     def listen(samples: np.ndarray):

@@ -273,7 +273,7 @@ def test_grade_everything(released, tmp_path, capsys):
     assert "no checks are registered for notebook 'scratch'" in printed.out
 
     # nothing left running: no kernel, not even what the endless and the dying kernels spawned
-    assert _kernels_left() == []
+    assert _kernels_left() == [], psutil.Process().children(recursive=True)
     assert _sleepers("317") == [] and _sleepers("318") == []
 
 

@@ -406,7 +406,7 @@ def test_schema_header_and_required_keys():
     assert schema["title"] == "labkit lab file"
     assert set(schema["required"]) == {"name", "networks", "hosts", "pbx"}
     assert set(schema["properties"]) == {"name", "description", "networks", "hosts", "pbx",
-                                          "phones"}
+                                          "phones", "dns"}
     json.dumps(schema)  # serialisable as is
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import atexit
 import asyncio
 import csv
 import hashlib
@@ -325,6 +326,9 @@ def grade(submissions: Path, out_csv: Path, *, source: Path | None = None, timeo
 
     # the notebooks graded: those handed in by at least one student (the others get 0)
     notes: list[str] = []
+    if source is None:
+        notes.append("no --source given: checks in hidden cells of the instructor notebooks "
+                     "are not graded")
     submitted = sorted({nb for nbs in students.values() for nb in nbs})
     expected: dict[str, list[_Expected]] = {}
     for nb_id in submitted:
@@ -554,7 +558,7 @@ def _read_submission(path: Path):
                 raise ValueError("a cell source is not text")
             if cell["cell_type"] == "code":
                 cells.append(new_code_cell(src))
-            elif cell["cell_type"] == "markdown":
+            else:  # kept (not run) so that "cell N" counts like the student's notebook
                 cells.append(new_markdown_cell(src))
         return cells
     except Exception as exc:
@@ -596,19 +600,27 @@ def _grade_notebook(path: Path, nb_id: str, hidden_sources: list[str], extras: l
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
                     evalue = " ".join(str(out.get("evalue", "")).split())[:200]
-                    outcome.cell_errors.append(f"{labels[i]} raised {out.get('ename')}"
-                                               + (f": {evalue}" if evalue else ""))
+                    first = next((ln.strip() for ln in cell.source.splitlines()
+                                  if ln.strip() and not ln.strip().startswith("#")), "")[:60].replace("`", "'")
+                    outcome.cell_errors.append(
+                        f"{labels[i]}" + (f" (`{first}`)" if first else "")
+                        + f" raised {out.get('ename')}" + (f": {evalue}" if evalue else ""))
         grading_error = next((o for o in nb.cells[-1].get("outputs", [])
                               if o.get("output_type") == "error"), None)
         data, problem = _read_report(report, nb_id)
         if data is not None:
             outcome.results = data
+        injected_errors = [f"{labels[i]} failed ({o.get('ename')}: {o.get('evalue')})"
+                           for i in range(n_student, len(nb.cells) - 1)
+                           for o in nb.cells[i].get("outputs", []) if o.get("output_type") == "error"]
         if not outcome.reason:
-            if problem:
-                outcome.reason = problem
             if grading_error is not None:
                 outcome.reason = (f"the grading cell failed ({grading_error.get('ename')}: "
                                   f"{grading_error.get('evalue')})")
+            elif injected_errors:
+                outcome.reason = "; ".join(injected_errors)
+            elif problem:
+                outcome.reason = problem
         return outcome
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -670,11 +682,18 @@ async def _execute(nb, cwd: Path, env: dict[str, str], timeout: float, total_tim
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    client = NotebookClient(nb, kernel_name="python3", allow_errors=True,
-                            shutdown_kernel="immediate", interrupt_on_timeout=False,
-                            startup_timeout=int(max(10, min(60, total_timeout))),
-                            resources={"metadata": {"path": str(cwd)}},
-                            log=_nbclient_log)
+    class Client(NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):
+            # Keep only errors (for the feedback): a cell printing in a loop must not fill
+            # the grader's memory, and grades never come from outputs anyway.
+            if msg.get("msg_type") != "error":
+                return None
+            return super().output(outs, msg, display_id, cell_index)
+
+    client = Client(nb, kernel_name="python3", allow_errors=True,
+                    shutdown_kernel="immediate", interrupt_on_timeout=False,
+                    startup_timeout=int(max(10, min(60, total_timeout))),
+                    resources={"metadata": {"path": str(cwd)}}, log=_nbclient_log)
     limit = {"seconds": float(timeout)}
     client.timeout_func = lambda cell: limit["seconds"]
     procs: dict[int, Any] = {}
@@ -685,10 +704,16 @@ async def _execute(nb, cwd: Path, env: dict[str, str], timeout: float, total_tim
     client.reset_execution_trackers()
     log_fh = open(kernel_log, "wb")  # the kernel's own stderr: quiet, but kept for errors
     try:
-        async with client.async_setup_kernel(env=env, cwd=str(cwd), stdout=subprocess.DEVNULL,
-                                             stderr=log_fh):
+        # Start the kernel ourselves, so that its process is known (and killed in the end)
+        # even if starting fails half-way; async_setup_kernel then uses it.
+        client.km = client.create_kernel_manager()
+        try:
+            await client.async_start_new_kernel(env=env, cwd=str(cwd),
+                                                stdout=subprocess.DEVNULL, stderr=log_fh)
+        finally:
             kernel.update(_kernel_process(client))
             session.add(kernel)
+        async with client.async_setup_kernel():
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code" or not cell.source.strip():
                     continue
@@ -723,9 +748,15 @@ async def _execute(nb, cwd: Path, env: dict[str, str], timeout: float, total_tim
             reason += f"; kernel said: {tail}"
     finally:
         procs.update(_descendants(kernel))
+        if client.km is not None:  # the kernel started but async_setup_kernel never ran
+            try:
+                await client.km.shutdown_kernel(now=True)
+            except Exception:
+                pass
         _kill(procs, kernel)
         session.remove(kernel)
         log_fh.close()
+        atexit.unregister(client._cleanup_kernel)  # left registered when the kernel failed to start
     return reason
 
 

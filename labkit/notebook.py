@@ -4,7 +4,7 @@
   the first packet; ``session.cli(...)`` asks the real Asterisk; ``session.call(...)``
   places a real call between softphones.
 * **replay** needs no root and no lab: the capture and the CLI outputs come from ``data/``,
-  recorded from the real lab by ``scripts/record_reference.py`` (which runs the notebooks
+  recorded from the real lab by ``scripts/record_notebooks.py`` (which runs the notebooks
   live with ``LABKIT_RECORD=1``).
 
 The mode comes from ``LABKIT_MODE`` (``live`` or ``replay``); by default it is live where the
@@ -115,7 +115,7 @@ class Session:
             raise LabStateError(
                 f"There is no recording of {name!r} on the {session.track} track in {DATA}.",
                 cause="this part was never recorded, or data/ is incomplete",
-                hint="run it live (as root), or record it: sudo .venv/bin/python scripts/record_reference.py")
+                hint="run it live (as root), or record it: sudo .venv/bin/python scripts/record_notebooks.py")
         return session
 
     def close(self) -> None:

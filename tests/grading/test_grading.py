@@ -378,3 +378,37 @@ def test_check_cells_display_once_in_a_kernel(tmp_path):
     assert "hidden check: graded later" in out.data["text/plain"]
     assert "✓" not in out.data["text/plain"]
     assert _kernels_left() == []
+
+
+def test_kernel_that_cannot_start_scores_not_reached(released, tmp_path):
+    """A kernel dying at start-up (here: a broken launcher on its path) is not a crash."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "ipykernel_launcher.py").write_text(
+        'import sys\nsys.stderr.write("broken launcher on purpose\\n")\nsys.exit(3)\n')
+    subs = tmp_path / "subs"
+    _write(subs, "alice", _submission(released, GOOD_ANSWER, GOOD_TOTAL))
+    pythonpath = os.pathsep.join([str(bad), os.environ["PYTHONPATH"]])
+    report = grade(subs, tmp_path / "g.csv", env={"PYTHONPATH": pythonpath}, timeout=20)
+    assert {r.status for r in report.rows} == {"not-reached"}
+    assert report.total("alice") == (0, 3)
+    assert "broken launcher on purpose" in report.rows[0].message
+    assert _kernels_left() == []
+
+
+def test_broken_exercise_module_is_reported_and_grading_refuses(released, tmp_path, monkeypatch):
+    from labkit import checks, exercises
+    (tmp_path / "broken_checks.py").write_text("raise RuntimeError('oops')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    subs = tmp_path / "subs"
+    _write(subs, "alice", _submission(released, GOOD_ANSWER, GOOD_TOTAL))
+    try:
+        exercises._load("broken_checks")
+        exercises._load("surely_missing_module_xyz")  # absent: fine, not an error
+        assert list(exercises.errors) == ["broken_checks"]
+        assert "RuntimeError: oops" in exercises.errors["broken_checks"]
+        assert "broken_checks" in checks.run("toy", "nope", {}).message
+        with pytest.raises(GradingError, match="cannot be imported"):
+            grade(subs, tmp_path / "g.csv")
+    finally:
+        exercises.errors.pop("broken_checks", None)

@@ -1,0 +1,313 @@
+"""Notebook 02 (NAT): stored outputs, replay on both tracks, live on both tracks, hygiene.
+
+The same conventions as ``test_notebooks.py`` (notebooks 00 and 01):
+
+* regression: re-executed in **replay** mode (modern track), the notebook reproduces the
+  outputs committed with it (pytest-notebook; images and volatile strings ignored);
+  regenerate them with ``.venv/bin/python scripts/record_notebooks.py 02-nat --store-replay-outputs``;
+* replay on the **legacy** track runs top to bottom, every check passes (hidden ones included);
+* **live** (``-m live``, root): real labs on both tracks, every check passes;
+* hygiene: short cells, no function definitions, objectives first, clean metadata, small
+  outputs, recordings (and both sides of the box's captures) present for every session;
+* the checks tell right answers from wrong ones, and the student version (solutions removed)
+  fails its checks without breaking anything else.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from pytest_notebook.nb_regression import NBRegressionFixture
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+DATA = ROOT / "data"
+NAME = "02-nat"
+PATH = NOTEBOOKS / f"{NAME}.ipynb"
+TRACKS = ["modern", "legacy"]
+MAX_CELL_OUTPUT = 200_000      # bytes of JSON per cell, images included
+MAX_NOTEBOOK = 1_500_000       # bytes per notebook file
+MAX_CAPTURE = 1 << 20          # bytes per recorded capture
+TIMEOUT = 180                  # per cell: a live step restarts Asterisk, a talk lasts ~5 s
+
+DIFF_REPLACE = (
+    ("/cells/*/outputs", r"0x[0-9a-fA-F]{4,}", "0xADDR"),
+    ("/cells/*/outputs", r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "UUID"),
+    ("/cells/*/outputs", r"\b[0-9a-f]{16,40}(@[\w.:]+)?\b", "CALLID"),
+    ("/cells/*/outputs", r"z9hG4bK[\w.~-]+", "BRANCH"),
+    ("/cells/*/outputs", r"tag=[\w.~-]+", "tag=TAG"),
+    ("/cells/*/outputs", r'nonce="[^"]*"', 'nonce="NONCE"'),
+    ("/cells/*/outputs", r"\b\d{4}-\d{2}-\d{2}\b", "DATE"),
+    ("/cells/*/outputs", r"\b\d{2}:\d{2}:\d{2}(\.\d+)?\b", "TIME"),
+    ("/cells/*/outputs", r"(?<![\w.])/(?:var|tmp|home|root|work|srv|opt)/[\w./-]*", "/PATH"),
+    ("/cells/*/outputs", r"at 0x[0-9a-fA-F]+>", "at 0xADDR>"),
+)
+DIFF_IGNORE = (
+    "/cells/*/outputs/*/data/image/png",
+    "/cells/*/outputs/*/data/image/svg+xml",
+    "/cells/*/metadata/execution",
+    "/cells/*/outputs/*/metadata",
+    "/metadata/language_info",
+)
+SOLUTION = re.compile(r"### BEGIN SOLUTION\n.*?### END SOLUTION", re.S)
+
+
+# -- small helpers -----------------------------------------------------------------------------
+def read():
+    return nbformat.read(PATH, as_version=4)
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def sessions(nb) -> list[tuple[str, tuple[str, ...]]]:
+    """(recording name, captured places) of every Session.start of the notebook."""
+    out = []
+    for cell in code_cells(nb):
+        for line in cell.source.splitlines():
+            name = re.search(r'Session\.start\(\s*"([^"]+)"', line)
+            if name:
+                capture = re.search(r"capture=\(([^)]*)\)", line)
+                places = tuple(re.findall(r'"([^"]+)"', capture.group(1) if capture else "")) or ("lan",)
+                out.append((name.group(1), places))
+    return out
+
+
+def execute(env: dict[str, str], *, report_checks: bool = False, nb=None, allow_errors=False):
+    nb = nb if nb is not None else read()
+    if report_checks:
+        nb.cells.append(nbformat.v4.new_code_cell(
+            "import json as _json\n"
+            f"print('CHECKS=' + _json.dumps([[r.id, r.passed, r.message] for r in "
+            f"checks.run_all({NAME!r})]))"))
+    client = NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3", allow_errors=allow_errors,
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute(env={**os.environ, "LABKIT_RECORD": "0", **env})
+    return nb
+
+
+def outputs_text(nb) -> str:
+    parts = []
+    for cell in code_cells(nb):
+        for out in cell.outputs:
+            data = out.get("data", {})
+            parts += [out.get("text", ""), data.get("text/plain", ""), data.get("text/markdown", "")]
+    return "\n".join(parts)
+
+
+def errors(nb) -> list[str]:
+    return [f"{o.ename}: {o.evalue}" for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
+
+
+def check_results(nb) -> list[list]:
+    for cell in reversed(code_cells(nb)):
+        for out in cell.outputs:
+            if "CHECKS=" in out.get("text", ""):
+                return json.loads(out["text"].split("CHECKS=", 1)[1].strip())
+    raise AssertionError("the check report cell printed nothing")
+
+
+# -- (1) regression: stored outputs == a fresh replay run (modern track) --------------------------
+def test_stored_outputs_match_replay(monkeypatch):
+    monkeypatch.setenv("LABKIT_MODE", "replay")
+    monkeypatch.setenv("LABKIT_TRACK", "modern")
+    monkeypatch.setenv("LABKIT_RECORD", "0")
+    fixture = NBRegressionFixture(
+        exec_timeout=TIMEOUT, exec_cwd=str(NOTEBOOKS),
+        exec_env={"LABKIT_MODE": "replay", "LABKIT_TRACK": "modern", "LABKIT_RECORD": "0"},
+        diff_ignore=DIFF_IGNORE, diff_replace=DIFF_REPLACE, diff_use_color=False)
+    fixture.check(str(PATH))
+
+
+def test_stored_outputs_show_the_measurements():
+    """What the prose claims is in the stored (modern) outputs."""
+    text = outputs_text(read())
+    assert "Track: **modern**" in text and "Mode: **replay**" in text
+    assert "dnat to 192.168.0.10" in text                      # fix A's rules
+    assert "external_media_address = 203.0.113.1" in text      # fix B
+    assert "external_media_address = voip.home.example" in text
+    assert 'udp dport 5060 ct helper set "sip"' in text        # the ALG: UDP 5060 only
+    assert "✗" not in text
+
+
+# -- (2) replay on the legacy track ----------------------------------------------------------------
+def test_replay_legacy_runs():
+    nb = execute({"LABKIT_MODE": "replay", "LABKIT_TRACK": "legacy"}, report_checks=True)
+    assert errors(nb) == []
+    text = outputs_text(nb)
+    assert "Track: **legacy**, Asterisk 16 with chan_sip" in text
+    assert "externip = 203.0.113.1" in text and "localnet = 192.168.0.0/24" in text
+    assert "externhost = voip.home.example" in text
+    assert "nat = force_rport,comedia" in text
+    assert "external_media_address" not in text
+    assert "✗" not in text, "a check cell failed"
+    assert [r for r in check_results(nb) if not r[1]] == []
+
+
+# -- (3) live, both tracks -------------------------------------------------------------------------
+@pytest.mark.live
+@pytest.mark.parametrize("track", TRACKS)
+def test_live_runs_and_checks_pass(track):
+    nb = execute({"LABKIT_MODE": "live", "LABKIT_TRACK": track}, report_checks=True)
+    assert errors(nb) == []
+    text = outputs_text(nb)
+    assert "Mode: **live**" in text and f"Track: **{track}**" in text
+    assert "✗" not in text, "a check cell failed"
+    results = check_results(nb)
+    assert len(results) >= 10
+    assert [r for r in results if not r[1]] == []
+
+
+# -- (4) hygiene -----------------------------------------------------------------------------------
+def test_cells_short_and_without_functions():
+    cells = code_cells(read())
+    lengths = [len(c.source.strip().splitlines()) for c in cells]
+    assert statistics.median(lengths) <= 3, lengths
+    for cell in cells:
+        assert not re.search(r"(^|\s)(async\s+)?def\s", cell.source), cell.source
+        assert "lambda" not in cell.source and "class " not in cell.source, cell.source
+
+
+def test_structure():
+    nb = read()
+    assert nb.cells[0].cell_type == "markdown" and "**Objectives.**" in nb.cells[0].source
+    cells = code_cells(nb)
+    first, last = cells[0].source, cells[-1].source
+    assert "from labkit.notebook import Session" in first and "from labkit import" in first
+    assert re.search(r'session = Session\.start\("02-[\w-]+", "home-pbx"', first)
+    assert "session.banner()" in first
+    assert "session.close()" in last
+    # every session started is closed
+    started = re.findall(r"^(\w+) = Session\.start\(", "\n".join(c.source for c in cells), re.M)
+    closed = re.findall(r"^(\w+)\.close\(\)", "\n".join(c.source for c in cells), re.M)
+    assert sorted(started) == sorted(closed)
+    exercises = [c for c in cells if "### BEGIN SOLUTION" in c.source]
+    assert len(exercises) >= 5
+    for cell in exercises:
+        assert "### END SOLUTION" in cell.source
+        assert cell.metadata.get("nbgrader", {}).get("solution") is True
+    from labkit import checks
+    registered = checks.registered(NAME)
+    shown = set(re.findall(r'checks\.run\(\s*"02-nat",\s*"([^"]+)"', "\n".join(c.source for c in cells)))
+    assert shown == {c.id for c in registered}
+    assert any(c.hidden for c in registered), "no hidden check"
+    # the report's French terms, where they help
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for term in ("la box", "redirection de ports", "c'est le cœur du défi", "DDNS",
+                 "adresse IP publique dynamique"):
+        assert term in prose, term
+
+
+def test_code_is_track_neutral():
+    """Track-specific names live in the markdown mapping tables, not in code cells."""
+    code = "\n".join(c.source for c in code_cells(read()))
+    for word in ("externip", "localnet", "external_media_address", "sip.conf", "pjsip.conf", "comedia"):
+        assert word not in code, word
+
+
+def test_execution_counts_and_metadata_clean():
+    nb = read()
+    counts = [c.execution_count for c in code_cells(nb)]
+    assert counts == list(range(1, len(counts) + 1)) or all(c is None for c in counts), counts
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}
+    for cell in nb.cells:
+        assert set(cell.metadata) <= {"nbgrader", "tags"}, cell.metadata
+        for out in cell.get("outputs", []):
+            assert not out.get("metadata"), out.get("metadata")
+            assert "transient" not in out
+            if out.output_type == "execute_result":
+                assert out.execution_count == cell.execution_count
+
+
+def test_outputs_small():
+    assert PATH.stat().st_size < MAX_NOTEBOOK
+    for i, cell in enumerate(code_cells(read())):
+        size = len(json.dumps(cell.get("outputs", [])))
+        assert size <= MAX_CELL_OUTPUT, f"code cell {i}: {size} bytes of output"
+
+
+def test_recordings_present():
+    found = sessions(read())
+    assert len(found) >= 6
+    for name, places in found:
+        for track in TRACKS:
+            assert (DATA / "recorded" / f"{name}-{track}" / "steps.json").is_file(), (name, track)
+            for i, place in enumerate(places):
+                suffix = "" if i == 0 else f"-{place}"
+                capture = DATA / "captures" / f"{name}-{track}{suffix}.pcap"
+                assert capture.exists() and 0 < capture.stat().st_size < MAX_CAPTURE, capture
+
+
+# -- the checks judge the lab and the answers: right answers pass, wrong ones fail ----------------
+@pytest.mark.parametrize("track", TRACKS)
+def test_checks_tell_right_from_wrong(track):
+    from labkit import checks
+    from labkit.notebook import Session
+
+    def replayed(name, lab, places):
+        session = Session.start(name, lab, track=track, mode="replay", capture=places)
+        # the conversations and marks of the recording, as the notebook's cells left them
+        session._steps = list(json.loads((session.recorded_dir / "steps.json").read_text()))
+        return session
+
+    home = ("lan", "internet")
+    ns = {"session": replayed("02-no-forward", "home-pbx", home),
+          "fix_a": replayed("02-forward", "home-pbx", home),
+          "fix_b": replayed("02-external", "home-pbx", home),
+          "ddns": replayed("02-ddns", "home-pbx", ("internet",)),
+          "sym": replayed("02-vps-symmetric", "vps-pbx", home),
+          "alg": replayed("02-vps-alg", "vps-pbx", home)}
+    bob = ns["session"].address("bob")
+    wan = ns["session"].table("sip", "internet")
+    right = {**ns, "unanswered_registers": int(((wan.method == "REGISTER") & (wan.src == bob)).sum()),
+             "leaked_sdp_addr": "192.168.0.10", "deaf_phone": "alice",
+             "both_heard": True, "private_sdp_out": 0,
+             "registered_to": "203.0.113.2", "ddns_both_heard": True,
+             "sym_both_heard": True, "private_left_box": None,
+             "alg_sdp_addr": "198.51.100.1", "alg_both_heard": True}
+    sym_wan = ns["sym"].table("sip", "internet")
+    right["private_left_box"] = int(sym_wan[sym_wan.src == "198.51.100.1"].sdp_c_addr.fillna("")
+                                    .str.startswith("192.168.").sum())
+    wrong = {**ns, "unanswered_registers": 0, "leaked_sdp_addr": "203.0.113.1", "deaf_phone": "bob",
+             "both_heard": False, "private_sdp_out": 2, "registered_to": "203.0.113.1",
+             "ddns_both_heard": "yes", "sym_both_heard": False, "private_left_box": 0,
+             "alg_sdp_addr": "192.168.0.12", "alg_both_heard": False}
+    assert [r.id for r in checks.run_all(NAME, right) if not r.passed] == []
+    assert [r.id for r in checks.run_all(NAME, wrong) if r.passed] == []
+    # a missing variable is a readable failure, not a crash
+    missing = checks.run_all(NAME, ns)
+    assert not any(r.passed for r in missing) and "is not defined" in missing[0].message
+    # a lab that was not fixed fails the fix's check, whatever the answer: the one-way call of
+    # fix A offered as fix B's result
+    unfixed = {**right, "fix_b": ns["fix_a"]}
+    failed = {r.id: r.message for r in checks.run_all(NAME, unfixed) if not r.passed}
+    assert set(failed) == {"fix-b-two-way", "fix-b-no-private-sdp"}
+    assert "did not hear" in failed["fix-b-two-way"]
+
+
+# -- the student version: solutions removed, the notebook still goes to the end ------------------
+def test_student_version_fails_checks_gracefully():
+    nb = read()
+    exercise_ids = set()
+    for cell in code_cells(nb):
+        if "### BEGIN SOLUTION" in cell.source:
+            cell.source = SOLUTION.sub("raise NotImplementedError()", cell.source)
+            exercise_ids.add(cell.id)
+    nb = execute({"LABKIT_MODE": "replay", "LABKIT_TRACK": "modern"}, nb=nb, allow_errors=True)
+    for cell in code_cells(nb):
+        errs = [o for o in cell.outputs if o.output_type == "error"]
+        if cell.id in exercise_ids:
+            assert [e.ename for e in errs] == ["NotImplementedError"], cell.source
+        else:
+            assert errs == [], (cell.source, [e.evalue for e in errs])
+        if "checks.run(" in cell.source:
+            text = "\n".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+            assert "✓" not in text, text
+            assert "✗" in text or "hidden check" in text, text

@@ -17,7 +17,18 @@ from .errors import LabkitError, LabStateError
 from .model import TRACKS, json_schema
 
 
+# Commands that parse their own arguments (and their own --help).
+_DELEGATED = {"replay": ("labkit.analysis.replay", "main"),
+              "release": ("labkit.grading", "release_main"),
+              "grade": ("labkit.grading", "grade_main")}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _DELEGATED:
+        import importlib
+        module, function = _DELEGATED[argv[0]]
+        return getattr(importlib.import_module(module), function)(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -86,9 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the JSON schema of lab files")
     schema.set_defaults(func=lambda a: print(json.dumps(json_schema(), indent=2, sort_keys=True)))
 
-    replay = sub.add_parser("replay", help="analyse a capture: ladders, streams, report (no root)")
-    replay.add_argument("args", nargs=argparse.REMAINDER)
-    replay.set_defaults(func=_replay)
+    # Listed for --help; main() hands their arguments to their own parsers (_DELEGATED).
+    sub.add_parser("replay", help="analyse a capture: ladders, streams, report (no root)")
+    sub.add_parser("release", help="student copies of notebooks, without solutions")
+    sub.add_parser("grade", help="grade student notebooks: grades.csv and feedback per student")
     return parser
 
 
@@ -225,11 +237,6 @@ def _images_rm(args) -> int:
     removed = images.remove_image(args.track, stale_only=args.stale)
     print("\n".join(f"removed {p}" for p in removed) or "nothing to remove")
     return 0
-
-
-def _replay(args) -> int:
-    from .analysis import replay
-    return replay.main(args.args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -228,8 +229,6 @@ def kill_recorded(record: ProcessRecord) -> bool:
 
 def ensure_port_free(namespace: Namespace, port: int, transport: str, owner: str) -> None:
     """Fail early, with a helpful message, when a port a daemon needs is already bound."""
-    import socket
-
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     sock = namespace.socket(socket.AF_INET, kind)
     try:

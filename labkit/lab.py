@@ -18,6 +18,7 @@ import atexit
 import concurrent.futures
 import ipaddress
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -26,12 +27,12 @@ from . import images, netns
 from .asterisk import Asterisk
 from .daemons import ensure_port_free, kill_recorded
 from .errors import DaemonError, EnvironmentProblem, LabStateError
-from .model import TRACKS, LabSpec, draw_secrets, find_lab_file, load_spec
+from .model import TRACKS, LabSpec, draw_secrets, find_lab_file, load_spec, merge_overrides
 from .netns import Namespace
 from .phones import CTRL_PORT, Softphone, render_account, render_config
 from .render import PbxCredentials, render_pbx
 from .speech import sentence_wav
-from .state import LabRecord, lab_dir, namespace_prefix
+from .state import LabRecord, lab_dir, namespace_prefix, recorded_labs
 
 REGISTRATION_TIMEOUT = 10.0
 
@@ -337,7 +338,7 @@ class Lab:
         transports (where external addresses live) are not reloadable by default, and a
         restart is the same on both tracks.  Registrations survive in Asterisk's astdb.
         """
-        overrides = _merge_dicts(self.overrides, {"pbx": pbx})
+        overrides = merge_overrides(self.overrides, {"pbx": pbx})
         spec = load_spec(self.lab_file, overrides)
         self.spec, self.overrides = spec, overrides
         self.record.info["overrides"] = overrides
@@ -419,16 +420,7 @@ class Lab:
         return f"<Lab {self.name} track={self.track} dir={self.dir}>"
 
 
-def _merge_dicts(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge_dicts(out[key], value) if isinstance(value, dict) and isinstance(
-            out.get(key), dict) else value
-    return out
-
-
 def draw_secrets_ami() -> str:
-    import secrets
     return secrets.token_urlsafe(16)
 
 
@@ -485,7 +477,6 @@ def leftovers(name: str) -> list[str]:
 
 
 def _find_record(name: str | None) -> LabRecord:
-    from .state import recorded_labs
     if name:
         record = LabRecord.load(name)
         if record is None:

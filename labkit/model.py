@@ -240,13 +240,14 @@ def load_spec(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
     text = path.read_text(encoding="utf-8")
     if overrides:
         data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
-        text = yaml.safe_dump(_merge(data, overrides), sort_keys=False)
+        text = yaml.safe_dump(merge_overrides(data, overrides), sort_keys=False)
     return parse_spec(text, source=str(path))
 
 
-def _merge(base: Any, extra: Any) -> Any:
+def merge_overrides(base: Any, extra: Any) -> Any:
+    """Nested dicts merge key by key; any other value in ``extra`` replaces the base's."""
     if isinstance(base, dict) and isinstance(extra, dict):
-        return {**base, **{k: _merge(base.get(k), v) for k, v in extra.items()}}
+        return {**base, **{k: merge_overrides(base.get(k), v) for k, v in extra.items()}}
     return extra
 
 

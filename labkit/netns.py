@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +129,6 @@ class Namespace:
             except OSError as exc:
                 result["error"] = exc
 
-        import threading
         thread = threading.Thread(target=make, name=f"setns-{self.name}")
         thread.start()
         thread.join()

@@ -45,6 +45,11 @@ class Sandbox:
     tmpfs: tuple[str, ...] = ("/tmp", "/run", "/srv")
     #: The lab's hosts file and resolver configuration, bound over the image's.
     etc_dir: Path | None = None
+    chdir: str = "/"
+    #: Its own pid namespace (the daemon is pid 2).  SIPp runs without: it builds Call-IDs
+    #: and Via branches from its pid, and a pid that is always 2 makes every run look like
+    #: a retransmission of the previous one to the registrar (RFC 3261 §17.2.3).
+    own_pids: bool = True
 
     def argv(self, command: list[str]) -> list[str]:
         bwrap = shutil.which("bwrap")
@@ -52,7 +57,9 @@ class Sandbox:
             raise EnvironmentProblem("bubblewrap (bwrap) is missing: lab daemons run in it.",
                                      hint="apt-get install bubblewrap")
         argv = [bwrap, "--ro-bind", str(self.rootfs), "/", "--proc", "/proc", "--dev", "/dev",
-                "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", self.hostname]
+                "--unshare-ipc", "--unshare-uts", "--hostname", self.hostname]
+        if self.own_pids:
+            argv.append("--unshare-pid")
         for path in self.tmpfs:
             argv += ["--tmpfs", path]
         if self.etc_dir is not None:
@@ -64,7 +71,7 @@ class Sandbox:
             argv += ["--ro-bind", str(src), dst]
         for src, dst in self.binds:
             argv += ["--bind", str(src), dst]
-        return argv + ["--chdir", "/", "--"] + command
+        return argv + ["--chdir", self.chdir, "--"] + command
 
 
 class Daemon:

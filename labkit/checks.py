@@ -68,11 +68,12 @@ class Result:
         return f"Result({self.notebook}: {self.line()})"
 
     def _ipython_display_(self) -> None:
-        # run() has already shown this result; do not show it twice as the cell's Out[].
-        if getattr(self, "_shown", False):
-            object.__setattr__(self, "_shown", False)
+        # run() has already shown this result in this cell: not twice as the cell's Out[]
+        # (a later cell showing it again does show it).
+        ip = _ipython()
+        if ip is not None and getattr(self, "_shown_in", None) == ip.execution_count:
             return
-        _display(self, hint="")
+        _display(self, hint="", mark_shown=False)
 
 
 HIDDEN_MESSAGE = "hidden check: graded later"
@@ -295,7 +296,7 @@ def _default_namespace(frame) -> Mapping[str, Any]:
     return caller.f_globals if caller is not None else {}
 
 
-def _display(result: Result, *, hint: str) -> None:
+def _display(result: Result, *, hint: str, mark_shown: bool = True) -> None:
     plain = result.line()
     if hint:
         plain += f" — hint: {hint}"
@@ -312,7 +313,8 @@ def _display(result: Result, *, hint: str) -> None:
             if hint:
                 md += f"  \n💡 *hint:* {hint}"
         display({"text/markdown": md, "text/plain": plain}, raw=True)
-        object.__setattr__(result, "_shown", True)
+        if mark_shown:  # run() showed it: the cell's Out[] must not show it again
+            object.__setattr__(result, "_shown_in", _ipython().execution_count)
     else:
         print(plain)
 

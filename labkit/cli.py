@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     img = sub.add_parser("images", help="build, list or remove lab images")
     img_sub = img.add_subparsers(metavar="ACTION")
     build = img_sub.add_parser("build", help="build (or re-use) the images of the given tracks")
-    build.add_argument("tracks", nargs="*", choices=[*TRACKS, []], default=list(TRACKS))
+    build.add_argument("tracks", nargs="*", metavar="TRACK",
+                       help=f"{' and/or '.join(TRACKS)} (default: both)")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=_images_build)
     lst = img_sub.add_parser("list", help="cached images")
@@ -217,6 +218,9 @@ def _doctor(args) -> int:
 
 
 def _images_build(args) -> int:
+    unknown = [t for t in args.tracks if t not in TRACKS]
+    if unknown:
+        raise LabStateError(f"Unknown track {', '.join(unknown)}.", hint=f"tracks: {', '.join(TRACKS)}")
     for track in args.tracks or list(TRACKS):
         info = images.build_image(track, force=args.force, progress=True)
         print(f"{track}: {info.path} ({info.size / 1e6:.0f} MB)")

@@ -20,5 +20,13 @@ def test_sipp_registers_with_digest_and_a_wrong_secret_is_refused(make_lab, trac
 
     bad = run_scenario(lab, "bob", "register", extension="6001", secret="not-the-secret")
     assert not bad.ok
-    assert "SIP/2.0 200 OK" not in bad.messages
-    assert bad.messages.count("SIP/2.0 401 Unauthorized") >= 2
+    answers = {_status(block) for block in bad.messages.split("-----") if "CSeq: 2 REGISTER" in block
+               and "SIP/2.0 " in block and "received" in block}
+    # The credentials are refused: PJSIP challenges again (401), chan_sip says 403 Forbidden
+    # (the report's "403 Wrong login or password").
+    assert answers == ({"401"} if track == "modern" else {"403"}), bad.messages
+
+
+def _status(block: str) -> str:
+    line = next(line for line in block.splitlines() if line.startswith("SIP/2.0 "))
+    return line.split()[1]

@@ -34,6 +34,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from labkit import manifest
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 DATA = ROOT / "data"
@@ -146,12 +148,17 @@ def record(paths: list[Path], tracks: list[str]) -> int:
             for d in top:
                 n = sum(1 for p in files if DATA / d in p.parents)
                 print(f"   wrote data/{d}/ ({n} files)")
-            for p in files:
-                if p.suffix == ".pcap":
-                    size = p.stat().st_size
-                    flag = "  ← TOO BIG (≥ 1 MiB)" if size >= MAX_CAPTURE else ""
-                    failed += bool(flag)
-                    print(f"   wrote data/{p.relative_to(DATA)} ({size / 1024:.0f} KiB){flag}")
+            captures = [p for p in files if p.suffix == ".pcap"]
+            for p in captures:
+                size = p.stat().st_size
+                flag = "  ← TOO BIG (≥ 1 MiB)" if size >= MAX_CAPTURE else ""
+                failed += bool(flag)
+                print(f"   wrote data/{p.relative_to(DATA)} ({size / 1024:.0f} KiB){flag}")
+            manifest.update([manifest.entry(
+                p, scenario=p.stem.split(f"-{track}")[0], track=track,  # <session>-<track>[-<place>]
+                lab="(see the notebook)", what=f"The live run of notebook {path.stem} that its replay "
+                                               f"mode shows (session {p.stem}).")
+                for p in captures])
             print(f"   done in {time.time() - start:.0f} s", flush=True)
     return 1 if failed else 0
 

@@ -13,15 +13,12 @@ every packet once), runs the scenario, and writes:
 from __future__ import annotations
 
 import argparse
-import datetime
-import hashlib
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from labkit import images
+from labkit import manifest
 from labkit.analysis import rtp_streams, sip_messages
 from labkit.lab import Lab
 
@@ -70,22 +67,9 @@ def record(scenario: str, track: str) -> dict:
         (recorded / f"{name}.txt").write_text(text)
     sip = sip_messages(target)
     streams = rtp_streams(target, sip=sip)
-    info = images.image_info(track)
-    phone_image = images.image_info("modern")
-    return {
-        "file": str(target.relative_to(DATA)),
-        "scenario": scenario, "track": track, "lab": lab_file,
-        "what_it_shows": what,
-        "software": {"asterisk": info.versions.get("asterisk"),
-                     "baresip": phone_image.versions.get("baresip"),
-                     "image": f"{track}-{info.key}"},
-        "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
-        "bytes": size,
-        "sip_messages": int(len(sip)),
-        "rtp_streams": int(len(streams)),
-        "rtp_packets": int(streams["packets"].sum()) if len(streams) else 0,
-    }
+    return manifest.entry(target, scenario=scenario, track=track, lab=lab_file, what=what,
+                          sip_messages=int(len(sip)), rtp_streams=int(len(streams)),
+                          rtp_packets=int(streams["packets"].sum()) if len(streams) else 0)
 
 
 def main() -> int:
@@ -93,17 +77,13 @@ def main() -> int:
     parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--tracks", nargs="*", default=["modern", "legacy"])
     args = parser.parse_args()
-    manifest_path = DATA / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"captures": []}
+    entries = []
     for scenario in args.scenarios:
         for track in args.tracks:
-            entry = record(scenario, track)
-            manifest["captures"] = [c for c in manifest["captures"] if c["file"] != entry["file"]]
-            manifest["captures"].append(entry)
-            print(f"{entry['file']}: {entry['bytes']} bytes, {entry['sip_messages']} SIP messages, "
-                  f"{entry['rtp_streams']} RTP streams")
-    manifest["captures"].sort(key=lambda c: c["file"])
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+            entries.append(record(scenario, track))
+            print(f"{entries[-1]['file']}: {entries[-1]['bytes']} bytes, "
+                  f"{entries[-1]['sip_messages']} SIP messages, {entries[-1]['rtp_streams']} RTP streams")
+    manifest.update(entries)
     return 0
 
 

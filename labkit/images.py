@@ -30,7 +30,6 @@ removes them.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import fcntl
 import hashlib

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .daemons import Daemon, Sandbox
-from .errors import DaemonError, LabkitError
+from .errors import LabkitError
 from .netns import Namespace
 from .state import LabRecord
 
@@ -45,7 +45,7 @@ def render_config(*, address: str, sip_port: int, audio_file: str, record_dir: s
         "poll_method epoll",
         f"sip_listen {address}:{sip_port}",
         # Bind media to the lab address: without it baresip may pick another interface.
-        f"net_interface eth0",
+        "net_interface eth0",
         "audio_player aubridge,nil",
         f"audio_source aufile,{audio_file}",
         "audio_alert aubridge,nil",

@@ -176,7 +176,7 @@ def rtp_timeline(rtp: pd.DataFrame, streams: pd.DataFrame | None = None, *, kind
     bin (``kind="rate"``); lost packets are marked with a red × where they should have
     arrived.  Below: the RFC 3550 jitter of each stream after each packet."""
     from labkit.analysis.streams import KEYS, per_packet_jitter
-    fig = Figure(figsize=(11, 6.5))
+    fig = Figure(figsize=(10, 5.5))
     ax1, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     if len(rtp) == 0:
         ax1.text(0.5, 0.5, "no RTP packets", transform=ax1.transAxes, ha="center")

@@ -172,7 +172,7 @@ def sip_dialog(t0: float = 1_700_000_000.0, answer_port: int = 12000, offer_port
     ua = "User-Agent: baresip v3.10.1"
     P = lambda t, payload, up=True: Pkt(t, ALICE, 5060, PBX, 5060, payload) if up else \
         Pkt(t, PBX, 5060, ALICE, 5060, payload)
-    reg = [f"From: <sip:alice@pbx.lab>;tag=r1", "To: <sip:alice@pbx.lab>", f"Call-ID: {REG_CALL_ID}",
+    reg = ["From: <sip:alice@pbx.lab>;tag=r1", "To: <sip:alice@pbx.lab>", f"Call-ID: {REG_CALL_ID}",
            "Contact: <sip:alice@192.168.0.11:5060>", "Max-Forwards: 70", ua, "Expires: 3600"]
     out = [
         P(t0 + 0.000, sip("REGISTER sip:pbx.lab SIP/2.0", [via_a.format(b="r1")] + reg + ["CSeq: 1 REGISTER"])),

@@ -200,10 +200,14 @@ def test_grade_everything(released, tmp_path, capsys):
     _write(subs, "bob", _submission(released, "answer = 41", GOOD_TOTAL))
     _write(subs, "carol", _submission(
         released, GOOD_ANSWER, 'def add_all(xs):\n    raise ValueError("boom")\n\ntotal = add_all(numbers)'))
+    # each spawns a process that must not outlive grading (unique names: tests may run in parallel)
+    dave_sleep, erin_sleep = f"317.{os.getpid()}", f"318.{os.getpid()}"
     _write(subs, "dave", _submission(
-        released, GOOD_ANSWER, 'import subprocess\nsubprocess.Popen(["sleep", "317"])\nwhile True:\n    pass'))
+        released, GOOD_ANSWER,
+        f'import subprocess\nsubprocess.Popen(["sleep", "{dave_sleep}"])\nwhile True:\n    pass'))
     _write(subs, "erin", _submission(
-        released, 'import subprocess, os\nsubprocess.Popen(["sleep", "318"])\nos._exit(1)', GOOD_TOTAL))
+        released, f'import subprocess, os\nsubprocess.Popen(["sleep", "{erin_sleep}"])\nos._exit(1)',
+        GOOD_TOTAL))
     frank = _write(subs, "frank", _submission(released, GOOD_ANSWER, GOOD_TOTAL))
     frank.write_text(frank.read_text()[:300])  # truncated JSON
     _write(subs, "mallory", _submission(released, "answer = 41", GOOD_TOTAL, extra=[CHEAT]))
@@ -274,7 +278,7 @@ def test_grade_everything(released, tmp_path, capsys):
 
     # nothing left running: no kernel, not even what the endless and the dying kernels spawned
     assert _kernels_left() == [], psutil.Process().children(recursive=True)
-    assert _sleepers("317") == [] and _sleepers("318") == []
+    assert _sleepers(dave_sleep) == [] and _sleepers(erin_sleep) == []
 
 
 def test_grade_total_timeout_and_no_source(released, tmp_path):
@@ -316,6 +320,8 @@ def test_ctrl_c_stops_grading_and_kills_the_kernel(released, tmp_path):
     _write(subs, "looper", _submission(released, "while True:\n    pass", GOOD_TOTAL))
     out = tmp_path / "g.csv"
     timer = threading.Timer(4, os.kill, (os.getpid(), signal.SIGINT))
+    # a shell starting pytest in the background makes it ignore SIGINT: Ctrl-C as in a terminal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     timer.start()
     try:
@@ -323,6 +329,7 @@ def test_ctrl_c_stops_grading_and_kills_the_kernel(released, tmp_path):
             grade(subs, out, timeout=60)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 20
     assert not out.exists()
     assert _kernels_left() == []
@@ -367,6 +374,8 @@ def test_check_cells_display_once_in_a_kernel(tmp_path):
     from nbclient import NotebookClient
     nb = nbformat.read(str(SOURCE / "toy.ipynb"), as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell('labkit.checks.run("toy", "hidden-positive")'))
+    nb.cells.append(nbformat.v4.new_code_cell('r = labkit.checks.run("toy", "sum-list")\nr'))
+    nb.cells.append(nbformat.v4.new_code_cell('r'))
     NotebookClient(nb, kernel_name="python3", timeout=30, shutdown_kernel="immediate",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     by_source = {c.source: c.outputs for c in nb.cells if c.cell_type == "code"}
@@ -377,6 +386,10 @@ def test_check_cells_display_once_in_a_kernel(tmp_path):
     (out,) = by_source['labkit.checks.run("toy", "hidden-positive")']
     assert "hidden check: graded later" in out.data["text/plain"]
     assert "✓" not in out.data["text/plain"]
+    (out,) = by_source['r = labkit.checks.run("toy", "sum-list")\nr']  # shown once
+    assert out.data["text/plain"] == "✓ 2/2 sum-list"
+    (out,) = by_source["r"]  # shown again when asked again
+    assert out.data["text/plain"] == "✓ 2/2 sum-list"
     assert _kernels_left() == []
 
 

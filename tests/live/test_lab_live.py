@@ -1,7 +1,6 @@
 """Live: the first-call lab on both tracks — up, registered, a bridged call, down, no leftovers."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -15,56 +15,30 @@ The same conventions as ``test_notebooks.py`` (notebooks 00 and 01):
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
-from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 from pytest_notebook.nb_regression import NBRegressionFixture
 
-ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ROOT / "notebooks"
-DATA = ROOT / "data"
-NAME = "02-nat"
-PATH = NOTEBOOKS / f"{NAME}.ipynb"
-TRACKS = ["modern", "legacy"]
-MAX_CELL_OUTPUT = 200_000      # bytes of JSON per cell, images included
-MAX_NOTEBOOK = 1_500_000       # bytes per notebook file
-MAX_CAPTURE = 1 << 20          # bytes per recorded capture
-TIMEOUT = 180                  # per cell: a live step restarts Asterisk, a talk lasts ~5 s
+from . import nbtools
+from .nbtools import (DATA, DIFF_IGNORE, DIFF_REPLACE, MAX_CAPTURE, MAX_CELL_OUTPUT, MAX_NOTEBOOK,
+                      NOTEBOOKS, TRACKS, check_results, code_cells, errors, outputs_text, path_of)
 
-DIFF_REPLACE = (
-    ("/cells/*/outputs", r"0x[0-9a-fA-F]{4,}", "0xADDR"),
-    ("/cells/*/outputs", r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "UUID"),
-    ("/cells/*/outputs", r"\b[0-9a-f]{16,40}(@[\w.:]+)?\b", "CALLID"),
-    ("/cells/*/outputs", r"z9hG4bK[\w.~-]+", "BRANCH"),
-    ("/cells/*/outputs", r"tag=[\w.~-]+", "tag=TAG"),
-    ("/cells/*/outputs", r'nonce="[^"]*"', 'nonce="NONCE"'),
-    ("/cells/*/outputs", r"\b\d{4}-\d{2}-\d{2}\b", "DATE"),
-    ("/cells/*/outputs", r"\b\d{2}:\d{2}:\d{2}(\.\d+)?\b", "TIME"),
-    ("/cells/*/outputs", r"(?<![\w.])/(?:var|tmp|home|root|work|srv|opt)/[\w./-]*", "/PATH"),
-    ("/cells/*/outputs", r"at 0x[0-9a-fA-F]+>", "at 0xADDR>"),
-)
-DIFF_IGNORE = (
-    "/cells/*/outputs/*/data/image/png",
-    "/cells/*/outputs/*/data/image/svg+xml",
-    "/cells/*/metadata/execution",
-    "/cells/*/outputs/*/metadata",
-    "/metadata/language_info",
-)
+NAME = "02-nat"
+PATH = path_of(NAME)
+TIMEOUT = 180                  # per cell: a live step restarts Asterisk, a talk lasts ~5 s
 SOLUTION = re.compile(r"### BEGIN SOLUTION\n.*?### END SOLUTION", re.S)
 
 
 # -- small helpers -----------------------------------------------------------------------------
 def read():
-    return nbformat.read(PATH, as_version=4)
+    return nbtools.read(NAME)
 
 
-def code_cells(nb):
-    return [c for c in nb.cells if c.cell_type == "code"]
+def execute(env: dict[str, str], *, report_checks: bool = False, nb=None, allow_errors=False):
+    return nbtools.execute(NAME, env, report_checks=report_checks, timeout=TIMEOUT, nb=nb,
+                           allow_errors=allow_errors)
 
 
 def sessions(nb) -> list[tuple[str, tuple[str, ...]]]:
@@ -78,40 +52,6 @@ def sessions(nb) -> list[tuple[str, tuple[str, ...]]]:
                 places = tuple(re.findall(r'"([^"]+)"', capture.group(1) if capture else "")) or ("lan",)
                 out.append((name.group(1), places))
     return out
-
-
-def execute(env: dict[str, str], *, report_checks: bool = False, nb=None, allow_errors=False):
-    nb = nb if nb is not None else read()
-    if report_checks:
-        nb.cells.append(nbformat.v4.new_code_cell(
-            "import json as _json\n"
-            f"print('CHECKS=' + _json.dumps([[r.id, r.passed, r.message] for r in "
-            f"checks.run_all({NAME!r})]))"))
-    client = NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3", allow_errors=allow_errors,
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute(env={**os.environ, "LABKIT_RECORD": "0", **env})
-    return nb
-
-
-def outputs_text(nb) -> str:
-    parts = []
-    for cell in code_cells(nb):
-        for out in cell.outputs:
-            data = out.get("data", {})
-            parts += [out.get("text", ""), data.get("text/plain", ""), data.get("text/markdown", "")]
-    return "\n".join(parts)
-
-
-def errors(nb) -> list[str]:
-    return [f"{o.ename}: {o.evalue}" for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
-
-
-def check_results(nb) -> list[list]:
-    for cell in reversed(code_cells(nb)):
-        for out in cell.outputs:
-            if "CHECKS=" in out.get("text", ""):
-                return json.loads(out["text"].split("CHECKS=", 1)[1].strip())
-    raise AssertionError("the check report cell printed nothing")
 
 
 # -- (1) regression: stored outputs == a fresh replay run (modern track) --------------------------

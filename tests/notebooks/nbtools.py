@@ -1,0 +1,96 @@
+"""What every notebook test shares: paths, limits, volatile strings, running a notebook."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+DATA = ROOT / "data"
+TRACKS = ["modern", "legacy"]
+MAX_CELL_OUTPUT = 200_000      # bytes of JSON per cell, images included
+MAX_NOTEBOOK = 1_500_000       # bytes per notebook file
+MAX_CAPTURE = 1 << 20          # bytes per recorded capture
+
+# Strings that may differ between two runs of the same recording (none should, in replay
+# mode, but a re-recording must not turn every stored output into a diff).
+DIFF_REPLACE = (
+    ("/cells/*/outputs", r"0x[0-9a-fA-F]{4,}", "0xADDR"),
+    ("/cells/*/outputs", r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "UUID"),
+    ("/cells/*/outputs", r"\b[0-9a-f]{16,40}(@[\w.:]+)?\b", "CALLID"),
+    ("/cells/*/outputs", r"z9hG4bK[\w.~-]+", "BRANCH"),
+    ("/cells/*/outputs", r"tag=[\w.~-]+", "tag=TAG"),
+    ("/cells/*/outputs", r'nonce="[^"]*"', 'nonce="NONCE"'),
+    ("/cells/*/outputs", r"\b\d{4}-\d{2}-\d{2}\b", "DATE"),
+    ("/cells/*/outputs", r"\b\d{2}:\d{2}:\d{2}(\.\d+)?\b", "TIME"),
+    ("/cells/*/outputs", r"(?<![\w.])/(?:var|tmp|home|root|work|srv|opt)/[\w./-]*", "/PATH"),
+    ("/cells/*/outputs", r"at 0x[0-9a-fA-F]+>", "at 0xADDR>"),
+)
+DIFF_IGNORE = (
+    "/cells/*/outputs/*/data/image/png",
+    "/cells/*/outputs/*/data/image/svg+xml",
+    "/cells/*/metadata/execution",
+    "/cells/*/outputs/*/metadata",
+    "/metadata/language_info",
+)
+
+
+def path_of(name: str) -> Path:
+    return NOTEBOOKS / f"{name}.ipynb"
+
+
+def read(name: str):
+    return nbformat.read(path_of(name), as_version=4)
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def notebook_id(nb) -> str:
+    """The check namespace the notebook's check cells use (e.g. ``01-first-call``)."""
+    ids = set(re.findall(r'checks\.run\(\s*"([^"]+)"', "\n".join(c.source for c in code_cells(nb))))
+    assert len(ids) == 1, ids
+    return ids.pop()
+
+
+def execute(name: str, env: dict[str, str], *, report_checks: bool = False, timeout: int = 120,
+            nb=None, allow_errors: bool = False):
+    """Run a notebook in a fresh kernel with ``env`` added; optionally append a cell printing
+    every check's result (hidden ones included) as JSON (read back by :func:`check_results`)."""
+    nb = nb if nb is not None else read(name)
+    if report_checks:
+        nb.cells.append(nbformat.v4.new_code_cell(
+            "import json as _json\n"
+            f"print('CHECKS=' + _json.dumps([[r.id, r.passed, r.message] for r in "
+            f"checks.run_all({notebook_id(nb)!r})]))"))
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute(env={**os.environ, "LABKIT_RECORD": "0", **env})
+    return nb
+
+
+def outputs_text(nb) -> str:
+    parts = []
+    for cell in code_cells(nb):
+        for out in cell.outputs:
+            data = out.get("data", {})
+            parts += [out.get("text", ""), data.get("text/plain", ""), data.get("text/markdown", "")]
+    return "\n".join(parts)
+
+
+def errors(nb) -> list[str]:
+    return [f"{o.ename}: {o.evalue}" for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
+
+
+def check_results(nb) -> list[list]:
+    for cell in reversed(code_cells(nb)):
+        for out in cell.outputs:
+            if "CHECKS=" in out.get("text", ""):
+                return json.loads(out["text"].split("CHECKS=", 1)[1].strip())
+    raise AssertionError("the check report cell printed nothing")

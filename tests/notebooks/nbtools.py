@@ -94,3 +94,29 @@ def check_results(nb) -> list[list]:
             if "CHECKS=" in out.get("text", ""):
                 return json.loads(out["text"].split("CHECKS=", 1)[1].strip())
     raise AssertionError("the check report cell printed nothing")
+
+
+SOLUTION = re.compile(r"### BEGIN SOLUTION\n.*?### END SOLUTION", re.S)
+
+
+def assert_student_version_degrades_gracefully(name: str, timeout: int = 120) -> None:
+    """What nbgrader hands out (each solution replaced by ``raise NotImplementedError()``):
+    only the exercise cells raise, every visible check cell shows ✗, nothing else breaks."""
+    nb = read(name)
+    exercise_ids = set()
+    for cell in code_cells(nb):
+        if "### BEGIN SOLUTION" in cell.source:
+            cell.source = SOLUTION.sub("raise NotImplementedError()", cell.source)
+            exercise_ids.add(cell.id)
+    execute(name, {"LABKIT_MODE": "replay", "LABKIT_TRACK": "modern"}, nb=nb, allow_errors=True,
+            timeout=timeout)
+    for cell in code_cells(nb):
+        errs = [o for o in cell.outputs if o.output_type == "error"]
+        if cell.id in exercise_ids:
+            assert [e.ename for e in errs] == ["NotImplementedError"], cell.source
+        else:
+            assert errs == [], (cell.source, [e.evalue for e in errs])
+        if "checks.run(" in cell.source:
+            text = "\n".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+            assert "✓" not in text, text
+            assert "✗" in text or "hidden check" in text, text

@@ -35,6 +35,20 @@ DATA = ROOT / "data"
 MODES = ("live", "replay")
 
 
+def show_figures_inline() -> None:
+    """In a Jupyter kernel, draw labkit's figures as images (the inline backend), at a
+    resolution that keeps notebooks small; elsewhere do nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return
+    shell.run_line_magic("matplotlib", "inline")
+    shell.run_line_magic("config", 'InlineBackend.print_figure_kwargs = {"dpi": 90, "bbox_inches": "tight"}')
+
+
 def mode() -> str:
     """``live`` or ``replay``: LABKIT_MODE if set, else what this machine can do."""
     chosen = os.environ.get("LABKIT_MODE", "").strip().lower()
@@ -100,6 +114,7 @@ class Session:
         ``capture`` names the networks captured from the first packet (the first is the
         default one for the analysis); ``wait_registered=False`` for labs broken on purpose.
         """
+        show_figures_inline()
         session = cls(name, lab, track or default_track(), mode or current_mode(), overrides)
         session.places = tuple(capture)
         if session.mode == "live":
@@ -283,6 +298,25 @@ class Session:
                 label = "Asterisk" if host.name == self.spec.pbx.host else host.name
                 out[str(iface.address)] = f"{label}\n{iface.address}"
         return out
+
+    def hosts(self) -> pd.DataFrame:
+        """The lab's hosts: name, role, network and address (one row per interface)."""
+        rows = []
+        phones = {p.host: p for p in self.spec.phones}
+        for host in self.spec.hosts:
+            if host.name == self.spec.pbx.host:
+                role = "Asterisk (PBX, registrar)"
+            elif host.name in phones:
+                role = f"softphone, extension {phones[host.name].extension}"
+            elif host.nat is not None:
+                role = "ISP box (NAT)"
+            elif self.spec.dns is not None and host.name == self.spec.dns.host:
+                role = "DNS server (DDNS)"
+            else:
+                role = ""
+            for iface in host.interfaces:
+                rows.append((host.name, role, iface.network, str(iface.address)))
+        return pd.DataFrame(rows, columns=["host", "role", "network", "address"])
 
     def address(self, host: str) -> str:
         return str(self.spec.address_of(host))

@@ -16,22 +16,6 @@ NB = "00-orientation"
 
 
 # -- helpers the notebook calls (pure: they only read the session) -----------------------------
-def hosts(session) -> pd.DataFrame:
-    """The lab's hosts: name, role, network and address (one row per interface)."""
-    rows = []
-    phones = {p.host: p for p in session.spec.phones}
-    for host in session.spec.hosts:
-        if host.name == session.spec.pbx.host:
-            role = "Asterisk (PBX, registrar)"
-        elif host.name in phones:
-            role = f"softphone, extension {phones[host.name].extension}"
-        else:
-            role = ""
-        for iface in host.interfaces:
-            rows.append((host.name, role, iface.network, str(iface.address)))
-    return pd.DataFrame(rows, columns=["host", "role", "network", "address"])
-
-
 # -- truths, from the capture -----------------------------------------------------------------
 def pbx_sip_port(session) -> int:
     """The UDP port the SIP requests sent to Asterisk went to."""

@@ -8,6 +8,7 @@ machine that cannot run labs never reports a green suite.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 
 import pytest
@@ -20,6 +21,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "live" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def labkit_home(tmp_path_factory):
+    """Every lab of the test run lives in a throw-away LABKIT_HOME (subprocesses and notebook
+    kernels inherit it), so tests never meet a user's labs and leave no lab directories.
+    At the end, any lab still recorded there (a test that failed half-way) is cleaned."""
+    home = tmp_path_factory.mktemp("labkit-home")
+    previous = os.environ.get("LABKIT_HOME")
+    os.environ["LABKIT_HOME"] = str(home)
+    yield home
+    from labkit.lab import clean_record
+    from labkit.state import recorded_labs
+    for record in recorded_labs():
+        clean_record(record)
+    if previous is None:
+        os.environ.pop("LABKIT_HOME", None)
+    else:
+        os.environ["LABKIT_HOME"] = previous
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -240,9 +240,6 @@ class Lab:
             netns.add_bridge(switch)
         for host in spec.hosts:
             namespace = self.namespace(host.name)
-            if host.name in {n.name for n in spec.networks}:
-                raise LabStateError(f"Host and network share the name {host.name!r}.",
-                                    hint="rename one of them in the lab file")
             self.record.add_namespace(namespace.name)
             namespace.create()
             for index, iface in enumerate(host.interfaces):

@@ -302,6 +302,11 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
     problems += _duplicates("networks", [n.name for n in spec.networks], "name")
     problems += _duplicates("hosts", [h.name for h in spec.hosts], "name")
     problems += _duplicates("phones", [p.name for p in spec.phones], "name")
+    # Hosts and networks share one namespace naming scheme (lk-<lab>-<name>).
+    for i, host in enumerate(spec.hosts):
+        if host.name in networks:
+            problems.append((f"hosts[{i}].name", f"{host.name!r} is also a network's name; hosts "
+                             "and networks each get a namespace named after them: rename one"))
     problems += _duplicates("pbx.endpoints", [e.extension for e in spec.pbx.endpoints], "extension")
     # One registration per extension (max_contacts=1): a second phone would evict the first.
     problems += _duplicates("phones", [p.extension for p in spec.phones], "extension")

@@ -523,3 +523,10 @@ def test_structural_fallback_agrees_on_the_shipped_lab_and_a_typo():
     assert any("hots" in e for e in errors) and any("missing host" in e for e in errors)
     wrong = yaml.safe_load((DATA / "bad-wrong-type.yaml").read_text(encoding="utf-8"))
     assert _structural_errors(schema, schema, wrong, "#")
+
+
+def test_host_named_like_a_network_is_an_error():
+    text = (LABS_DIR / "first-call.yaml").read_text().replace("name: pbx\n", "name: lan\n").replace(
+        "host: pbx", "host: lan")
+    with pytest.raises(LabFileError, match=r"hosts\[0\]\.name \(line \d+\): 'lan' is also a network"):
+        parse_spec(text, source="x.yaml")

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--name", help="run under another name (two copies side by side)")
     up.add_argument("--no-build", action="store_true",
                     help="fail instead of building a missing lab image")
+    up.add_argument("--no-wait", action="store_true",
+                    help="do not wait for the phones to register (labs broken on purpose, e.g. "
+                         "home-pbx before its port forwards)")
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="take a running lab down")
@@ -109,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 def _up(args) -> int:
     from .lab import Lab
     lab = Lab.load(args.lab, track=args.track, name=args.name)
-    lab.up(build_images=not args.no_build)
+    lab.up(build_images=not args.no_build, wait_registered=not args.no_wait)
     lab.detach()
     _print_status(lab.status())
     print(f"\nLab {lab.name} is up ({lab.track} track). `labkit down {lab.name}` takes it down.")
@@ -170,6 +173,8 @@ def _print_status(status: dict) -> None:
     print("  daemons:")
     for daemon, state in status["daemons"].items():
         print(f"    {daemon:<20} {state}")
+    for box, settings in status.get("boxes", {}).items():
+        print(f"  box {box}: " + "; ".join(f"{k} {v}" for k, v in settings.items()))
     print("  registrations:")
     if not status["registrations"]:
         print("    (none)")

@@ -362,22 +362,34 @@ class Lab:
             time.sleep(0.1)
         missing = ", ".join(sorted(wanted - set(registered)))
         raise DaemonError(f"Extensions {missing} did not register within {timeout:g} s.",
-                          cause="wrong credentials, a network problem, or the PBX refused them",
-                          hint=f"`labkit cli 'pjsip show contacts'`; logs in {self.logs_dir}")
+                          cause="wrong credentials, a network problem, or the PBX refused them — "
+                                "or a lab broken on purpose (home-pbx starts without port forwards)",
+                          hint=f"`labkit cli 'pjsip show contacts'`; logs in {self.logs_dir}; "
+                               "to bring up a lab whose phones cannot register yet: "
+                               "`labkit up LAB --no-wait` (Python: up(wait_registered=False))")
 
     def status(self) -> dict:
-        """What runs: hosts with addresses, daemons with pids, registrations."""
-        daemons = {d.name: ("running" if d.running() else "stopped") for d in self._daemons()}
+        """What runs: hosts with addresses, daemons with pids, registrations, boxes."""
+        daemons = {d.name: (f"running (pid {d.process_record.pid})" if d.running() else "stopped")
+                   for d in self._daemons()}
         registrations: dict[str, str] = {}
         if self.pbx is not None and self.pbx.running():
             try:
                 registrations = self.pbx.registered()
             except Exception as exc:  # status must not fail because AMI is slow
                 registrations = {"error": str(exc)}
+        boxes = {}
+        for host in self.spec.hosts:
+            if host.nat is not None and self.namespace(host.name).exists():
+                box = self.host(host.name)
+                forwards = [f"{f.proto} {f.range[0]}-{f.range[1]} → {f.to}" for f in box.nat.forwards]
+                boxes[host.name] = {"public address": box.public_address,
+                                    "forwards": ", ".join(forwards) or "none",
+                                    "SIP ALG": "on" if box.nat.sip_alg else "off"}
         return {
             "lab": self.name, "track": self.track, "dir": str(self.dir),
             "hosts": {h.name: [str(i.address) for i in h.interfaces] for h in self.spec.hosts},
-            "daemons": daemons, "registrations": registrations,
+            "daemons": daemons, "registrations": registrations, "boxes": boxes,
         }
 
     # -- down -----------------------------------------------------------------------------

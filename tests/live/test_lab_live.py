@@ -135,3 +135,22 @@ def test_stale_record_is_reported_then_cleaned(lab_name):
         Lab.load("first-call", name=lab_name).up()
     subprocess.run([*LABKIT, "clean", lab_name], check=True, capture_output=True, timeout=60)
     assert leftovers(lab_name) == []
+
+
+def test_cli_nat_lab_without_waiting_and_status_of_the_box(lab_name):
+    def labkit(*args):
+        return subprocess.run([*LABKIT, *args], capture_output=True, text=True, timeout=120)
+
+    refused = labkit("up", "home-pbx", "--name", lab_name)
+    # Bob cannot register before the port forwards: the error says how to come up anyway.
+    assert refused.returncode == 2 and "--no-wait" in refused.stderr
+    assert leftovers(lab_name) == []
+    up = labkit("up", "home-pbx", "--name", lab_name, "--no-wait")
+    try:
+        assert up.returncode == 0, up.stderr
+        status = labkit("status", lab_name).stdout
+        assert "box box: public address 203.0.113.1; forwards none; SIP ALG off" in status
+        assert "6000" in status and "6001" not in status.split("registrations:")[1]
+    finally:
+        labkit("down", lab_name)
+    assert leftovers(lab_name) == []

@@ -25,7 +25,6 @@ class DnsServer(Daemon):
 
     def __init__(self, lab: "Lab", rootfs: Path):
         spec = lab.spec.dns
-        self.lab = lab
         self.address = str(lab.spec.address_of(spec.host))
         self.records_file = lab.run_dir / "dns" / "records"
         self.records_file.parent.mkdir(parents=True, exist_ok=True)

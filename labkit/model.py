@@ -340,7 +340,7 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
 
     for i, host in enumerate(spec.hosts):
         if host.nat is not None:
-            problems += _nat_problems(f"hosts[{i}].nat", host, networks)
+            problems += nat_problems(f"hosts[{i}].nat", host, networks)
 
     if spec.dns is not None and spec.dns.host not in hosts:
         problems.append(("dns.host", f"unknown host {spec.dns.host!r}; hosts: {', '.join(hosts)}"))
@@ -371,7 +371,7 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
     return problems
 
 
-def _nat_problems(place: str, host: Host, networks: dict[str, Network]) -> list[tuple[str, str]]:
+def nat_problems(place: str, host: Host, networks: dict[str, Network]) -> list[tuple[str, str]]:
     """An ISP box needs a WAN and a LAN; forwards go to the LAN and must not overlap."""
     nat = host.nat
     attached = [iface.network for iface in host.interfaces]

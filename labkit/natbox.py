@@ -21,7 +21,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from .errors import LabFileError, NetworkError
-from .model import Nat, PortForward
+from .model import Nat, PortForward, nat_problems
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -99,14 +99,11 @@ class NatBox:
 
     def rules(self) -> str:
         """The rules in force, as the kernel lists them (``nft list ruleset``)."""
-        from .notebook import Text
-        return Text(self.namespace.run(["nft", "list", "ruleset"]).stdout)
+        return self.namespace.run(["nft", "list", "ruleset"]).stdout
 
     def conntrack(self) -> str:
         """The box's connection-tracking table (what NAT remembers)."""
-        from .notebook import Text
-        result = self.namespace.run(["conntrack", "-L"], check=False)
-        return Text(result.stdout)
+        return self.namespace.run(["conntrack", "-L"], check=False).stdout
 
     # -- changing (each change: new ruleset, conntrack flushed) ----------------------------------
     def apply(self) -> None:
@@ -130,8 +127,7 @@ class NatBox:
         except Exception as exc:
             raise LabFileError(f"Invalid box settings: {exc}") from None
         # The same checks as a lab file: forwards inside the LAN, no overlap.
-        from .model import _nat_problems
-        problems = _nat_problems(f"hosts[{self.name}].nat", self.lab.spec.host(self.name).model_copy(
+        problems = nat_problems(f"hosts[{self.name}].nat", self.lab.spec.host(self.name).model_copy(
             update={"nat": nat}), {n.name: n for n in self.lab.spec.networks})
         if problems:
             raise LabFileError("Invalid box settings:\n" + "\n".join(f"  - {p}: {m}" for p, m in problems),

@@ -402,7 +402,7 @@ class Session:
 
     def box_rules(self) -> Text:
         """The box's nftables rules in force."""
-        return Text(self._step("box-rules", lambda: str(self.box.rules())))
+        return Text(self._step("box-rules", lambda: self.box.rules()))
 
     def forward_ports(self, to_host: str | None = None) -> Text:
         """The report's fix A: forward 5060/udp, 10000-20000/udp, 5061/tcp to the PBX."""
@@ -410,14 +410,14 @@ class Session:
 
         def forward():
             self.box.forward_walkthrough_ports(target)
-            return str(self.box.rules())
+            return self.box.rules()
         return Text(self._step("forward-ports", forward))
 
     def sip_alg(self, enabled: bool) -> Text:
         """Switch the box's SIP ALG (the kernel's SIP helper) on or off; returns the rules."""
         def switch():
             self.box.set_sip_alg(enabled)
-            return str(self.box.rules())
+            return self.box.rules()
         return Text(self._step("sip-alg", switch))
 
     def configure_pbx(self, **nat: Any) -> Text:

@@ -75,6 +75,16 @@ def execute(name: str, env: dict[str, str], *, report_checks: bool = False, time
     return nb
 
 
+def assert_metadata_clean(nb) -> None:
+    """No noisy notebook, cell or output metadata: only what nbgrader and tags need."""
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}
+    for cell in nb.cells:
+        assert set(cell.metadata) <= {"nbgrader", "tags"}, cell.metadata
+        for out in cell.get("outputs", []):
+            assert not out.get("metadata"), out.get("metadata")
+            assert "transient" not in out
+
+
 def outputs_text(nb) -> str:
     parts = []
     for cell in code_cells(nb):

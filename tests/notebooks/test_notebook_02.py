@@ -22,7 +22,7 @@ import pytest
 from pytest_notebook.nb_regression import NBRegressionFixture
 
 from . import nbtools
-from .nbtools import (assert_student_version_degrades_gracefully, DATA, DIFF_IGNORE, DIFF_REPLACE, MAX_CAPTURE, MAX_CELL_OUTPUT, MAX_NOTEBOOK,
+from .nbtools import (assert_metadata_clean, assert_student_version_degrades_gracefully, DATA, DIFF_IGNORE, DIFF_REPLACE, MAX_CAPTURE, MAX_CELL_OUTPUT, MAX_NOTEBOOK,
                       NOTEBOOKS, TRACKS, check_results, code_cells, errors, outputs_text, path_of)
 
 NAME = "02-nat"
@@ -155,12 +155,9 @@ def test_execution_counts_and_metadata_clean():
     nb = read()
     counts = [c.execution_count for c in code_cells(nb)]
     assert counts == list(range(1, len(counts) + 1)) or all(c is None for c in counts), counts
-    assert set(nb.metadata) <= {"kernelspec", "language_info"}
-    for cell in nb.cells:
-        assert set(cell.metadata) <= {"nbgrader", "tags"}, cell.metadata
-        for out in cell.get("outputs", []):
-            assert not out.get("metadata"), out.get("metadata")
-            assert "transient" not in out
+    assert_metadata_clean(nb)
+    for cell in code_cells(nb):
+        for out in cell.outputs:
             if out.output_type == "execute_result":
                 assert out.execution_count == cell.execution_count
 

@@ -18,7 +18,7 @@ import statistics
 import pytest
 from pytest_notebook.nb_regression import NBRegressionFixture
 
-from .nbtools import (assert_student_version_degrades_gracefully, DATA, DIFF_IGNORE, DIFF_REPLACE, MAX_CAPTURE, MAX_CELL_OUTPUT, MAX_NOTEBOOK,
+from .nbtools import (assert_metadata_clean, assert_student_version_degrades_gracefully, DATA, DIFF_IGNORE, DIFF_REPLACE, MAX_CAPTURE, MAX_CELL_OUTPUT, MAX_NOTEBOOK,
                       NOTEBOOKS, TRACKS, check_results, code_cells, errors, execute, notebook_id,
                       outputs_text, path_of, read)
 
@@ -128,13 +128,7 @@ def test_structure(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_metadata_clean(name):
-    nb = read(name)
-    assert set(nb.metadata) <= {"kernelspec", "language_info"}
-    for cell in nb.cells:
-        assert set(cell.metadata) <= {"nbgrader", "tags"}, cell.metadata
-        for out in cell.get("outputs", []):
-            assert not out.get("metadata"), out.get("metadata")
-            assert "transient" not in out
+    assert_metadata_clean(read(name))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.errors import EnvironmentProblem, ImageError
+from labkit.state import recorded_labs
 
 __all__ = [
     "RECIPE_VERSION",
@@ -350,6 +351,8 @@ def build_image(track: str, *, force: bool = False, progress: bool = True) -> Im
     on a lock file: the second one waits and then finds the image built.
     """
     recipe = _recipe(track)
+    if force:
+        _refuse_if_in_use(track, images_dir() / _stem(track, recipe.key))
     _check_environment()
     images = images_dir()
     images.mkdir(parents=True, exist_ok=True)
@@ -365,6 +368,29 @@ def build_image(track: str, *, force: bool = False, progress: bool = True) -> Im
                 except ImageError as err:
                     _say(progress, f"{track}: cached tarball unusable ({err.message}); rebuilding")
         return _build(track, recipe, progress=progress)
+
+
+def labs_using(rootfs: Path) -> list[str]:
+    """Names of recorded labs with a live process running from ``rootfs``.
+
+    Every sandboxed daemon's recorded command line carries the tree it runs from
+    (``bwrap --ro-bind <rootfs> /``), so the lab records say who uses an image.
+    """
+    return [record.name for record in recorded_labs()
+            if any(str(rootfs) in proc.argv and proc.process() is not None
+                   for proc in record.processes)]
+
+
+def _refuse_if_in_use(track: str, rootfs: Path) -> None:
+    """A forced rebuild replaces the extracted tree: never under a running lab's daemons."""
+    users = labs_using(rootfs)
+    if users:
+        names = ", ".join(users)
+        raise ImageError(
+            f"The {track} image is in use by running lab(s): {names}; it was not rebuilt.",
+            cause="--force replaces the extracted tree that their Asterisk and phones run from",
+            hint=f"take them down first (`labkit down {users[0]}`), then "
+                 f"`labkit images build {track} --force`")
 
 
 def list_images() -> list[ImageInfo]:

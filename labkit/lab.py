@@ -151,6 +151,16 @@ class Lab:
                                 hint=f"phones: {', '.join(self.phones) or 'none'}")
         return self.phones[name]
 
+    def register_again(self, name: str, timeout: float = 5.0) -> bool:
+        """Make phone ``name`` register now; True if the PBX accepted it.
+
+        The PBX is asked whether it dropped the phone's old binding before the phone
+        registers again (see :meth:`Softphone.register_again`).
+        """
+        phone = self.phone(name)
+        return phone.register_again(
+            timeout, registrar_holds=lambda: phone.extension in self.pbx.registered())
+
     def capture(self, *places: str, name: str | None = None, capture_filter: str | None = None):
         """Capture on hosts and/or networks: ``with lab.capture("pbx", "alice") as cap:``."""
         from .capture import Capture

@@ -27,6 +27,10 @@ from .netns import Namespace
 from .state import LabRecord
 
 CTRL_PORT = 4444
+#: Longest wait for the registrar to apply a phone's un-REGISTER before it registers again.
+#: The exchange takes a few milliseconds in a lab; the binding may also never go (the
+#: network swallowed the un-REGISTER, or a rewritten Contact no longer matches it).
+UNREGISTER_WAIT = 0.5
 MODULE_DIR = "/usr/lib/baresip/modules"
 # g711: the walkthrough's codecs; aufile/sndfile: audio from and to WAV files;
 # aubridge: a null sound card; srtp: SDES media encryption (later notebooks);
@@ -279,17 +283,47 @@ class Softphone(Daemon):
                                      hint=f"its log: {self.log_path}; the PBX log; a capture")
                 self._cond.wait(remaining)
 
-    def register_again(self, timeout: float = 5.0) -> bool:
+    @property
+    def registered(self) -> bool | None:
+        """What baresip last reported about its registration: True (REGISTER_OK), False
+        (REGISTER_FAIL, UNREGISTERING) or None when it reported nothing since the control
+        connection opened (the first registration often completes before that)."""
+        for event in reversed(self.events):
+            kind = event.get("type")
+            if kind == "REGISTER_OK":
+                return True
+            if kind in ("REGISTER_FAIL", "UNREGISTERING"):
+                return False
+        return None
+
+    def register_again(self, timeout: float = 5.0, *,
+                       registrar_holds: Callable[[], bool] | None = None) -> bool:
         """Register now; True when the registrar accepted it (REGISTER_OK), False if not.
 
         baresip 1.1 has no re-register command, so the user agent is dropped and
         re-created.  A phone that failed to register retries only after a back-off; in a
         lab where the student just fixed the network, waiting would hide cause and effect.
+
+        Dropping a registered agent sends an un-REGISTER (``expires=0``) for a Contact the
+        new agent usually reuses: baresip names it after the agent's memory address, which
+        the allocator hands out again.  A registrar that handles requests in parallel
+        (PJSIP's thread pool) may apply that un-REGISTER *after* the new REGISTER and
+        remove the fresh binding (RFC 3261 §10.3: each REGISTER is processed on its own).
+        With ``registrar_holds`` (asks the registrar whether it holds this phone's
+        binding), the new agent is created only once the old binding is gone, or after
+        :data:`UNREGISTER_WAIT` seconds.
         """
         account = (self.config_dir / "accounts").read_text().strip()
         aor = account.split("<", 1)[1].split(">", 1)[0]
-        seen = len(self.events)
+        # A phone whose last registration failed sends no un-REGISTER: nothing to wait for,
+        # even if the registrar still holds an older binding.
+        must_wait = registrar_holds is not None and self.registered is not False and registrar_holds()
         self.command("uadel", aor)
+        if must_wait:
+            deadline = time.monotonic() + UNREGISTER_WAIT
+            while registrar_holds() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        seen = len(self.events)
         self.command("uanew", account)
         outcome: list[str] = []
 

@@ -21,16 +21,16 @@ LAN = ("192.168.0.",)
 def test_home_pbx_forwards_then_external_address(make_lab, track):
     lab = make_lab("home-pbx", track=track, up=False)
     lab.up(wait_registered=False)
-    box, bob = lab.host("box"), lab.phone("bob")
+    box = lab.host("box")
 
     # Without port forwarding the box has nowhere to send Bob's REGISTER.
     assert set(lab.pbx.registered()) == {"6000"}
-    assert bob.register_again() is False
+    assert lab.register_again("bob") is False
 
     # Fix A: the report's forwards (5060/udp, 10000-20000/udp, 5061/tcp).
     box.forward_walkthrough_ports("192.168.0.10")
     assert "dnat to 192.168.0.10" in box.rules()
-    assert bob.register_again() is True
+    assert lab.register_again("bob") is True
     one_way = talk(lab, "bob", "6000")
     # Asterisk still announces 192.168.0.10 in its SDP: Bob's audio goes nowhere.
     assert one_way.established
@@ -56,7 +56,7 @@ def test_vps_pbx_symmetric_fix(make_lab, track):
 
     lab.reconfigure({"nat": {"symmetric": True}})  # nat=force_rport,comedia / rtp_symmetric…
     for phone in ("alice", "bob"):
-        assert lab.phone(phone).register_again()
+        assert lab.register_again(phone)
     assert talk(lab, "bob", "6000").two_way
 
     # What left the box still carried the phones' private addresses in SIP and SDP:
@@ -76,7 +76,7 @@ def test_vps_pbx_sip_alg_rewrites_and_mends(make_lab, track):
     box.set_sip_alg(True)
     assert 'ct helper set "sip"' in box.rules()
     for phone in ("alice", "bob"):
-        assert lab.phone(phone).register_again()
+        assert lab.register_again(phone)
     conversation = talk(lab, "bob", "6000")
     assert conversation.two_way
 
@@ -94,18 +94,47 @@ def test_vps_pbx_sip_alg_rewrites_and_mends(make_lab, track):
 def test_ddns_recovers_after_the_public_address_changes(make_lab, track):
     lab = make_lab("home-pbx", track=track, up=False)
     lab.up(wait_registered=False)
-    box, bob = lab.host("box"), lab.phone("bob")
+    box = lab.host("box")
     box.forward_walkthrough_ports("192.168.0.10")
     # Host-name based configuration: Bob registers to voip.home.example, and Asterisk
     # announces the same name (externhost / external_*_address).
     lab.reconfigure({"nat": {"external_address": "voip.home.example", "local_nets": ["192.168.0.0/24"]}})
-    assert bob.register_again() and talk(lab, "bob", "6000").two_way
+    assert lab.register_again("bob") and talk(lab, "bob", "6000").two_way
 
     assert box.set_public_address("203.0.113.2") == "203.0.113.1"
-    assert bob.register_again() is False              # the name still says 203.0.113.1
+    assert lab.register_again("bob") is False              # the name still says 203.0.113.1
 
     lab.dns.update("voip.home.example", "203.0.113.2")  # the box's DDNS client
     assert lab.dns.resolve("voip.home.example") == "203.0.113.2"
-    assert bob.register_again() is True
+    assert lab.register_again("bob") is True
     lab.reconfigure({})                                 # Asterisk resolves the name anew
     assert talk(lab, "bob", "6000").two_way
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_registering_again_keeps_the_binding(make_lab, track):
+    """A phone that registers again stays registered: its new REGISTER waits for the old binding to go.
+
+    Behind the box with rewrite_contact, the un-REGISTER of the dropped user agent and the
+    REGISTER of the new one carry the same Contact; PJSIP handles them in parallel and
+    could apply the un-REGISTER last (seen in about one try out of eight, just after a
+    restart).  The order on the wire is what the fix guarantees, so that is what is checked.
+    """
+    lab = make_lab("vps-pbx", track=track, up=False)
+    lab.up(wait_registered=False, capture=("internet",), capture_name="again")
+    lab.reconfigure({"nat": {"symmetric": True}})
+    lab.wait_registered()
+    for phone in ("alice", "bob"):
+        assert lab.register_again(phone)
+    assert set(lab.pbx.registered()) == {"6000", "6001"}
+
+    sip = analysis.sip_messages(lab.captures[0].stop().files["internet"])
+    for extension in ("6000", "6001"):
+        mine = sip[(sip.cseq_method == "REGISTER") & sip.from_uri.str.contains(f"sip:{extension}@")]
+        unregister = mine[(mine.method == "REGISTER") & mine.contact.str.contains("expires=0")]
+        assert len(unregister), f"{extension}: no un-REGISTER captured"
+        unregistered = mine[(mine.status_code == 200)
+                            & mine.call_id.isin(unregister.call_id)].time.max()
+        register = mine[(mine.method == "REGISTER") & ~mine.contact.str.contains("expires=0")
+                        & (mine.time > unregister.time.min())]
+        assert register.time.min() > unregistered, f"{extension} registered before its old binding went"

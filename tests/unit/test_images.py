@@ -455,3 +455,28 @@ def test_real_mmdebstrap_unresolvable_mirror(cache, monkeypatch):
     assert scratch_dirs(cache) == []
     assert not images.image_path("broken").exists()
     assert not list((cache / "images").glob(f"**/{images.MARKER}"))
+
+
+def test_force_rebuild_refused_while_a_lab_runs_from_the_image(fake_mm, cache, tmp_path, monkeypatch):
+    """--force replaces the extracted tree: refused while a recorded lab's daemon runs from it."""
+    import subprocess
+
+    from labkit.state import LabRecord, ProcessRecord
+
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    info = images.build_image("fake", progress=False)
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = LabRecord(name="busy", track="fake")
+        record.add_process(ProcessRecord.of("pbx/asterisk", daemon.pid,
+                                            ["bwrap", "--ro-bind", str(info.path), "/", "asterisk"]))
+        with pytest.raises(ImageError) as err:
+            images.build_image("fake", force=True, progress=False)
+        assert "busy" in err.value.message and "labkit down busy" in err.value.hint
+        assert runs(fake_mm) == 1 and (info.path / images.MARKER).exists()
+    finally:
+        daemon.kill()
+        daemon.wait()
+    # The lab's daemon is gone (a crashed lab's stale record does not block either).
+    images.build_image("fake", force=True, progress=False)
+    assert runs(fake_mm) == 2

@@ -56,8 +56,8 @@ def make_lab(lab_name):
 
     made = []
 
-    def make(lab="first-call", track="modern", name=None, up=True):
-        instance = Lab.load(lab, track=track, name=name or lab_name)
+    def make(lab="first-call", track="modern", name=None, up=True, overrides=None):
+        instance = Lab.load(lab, track=track, name=name or lab_name, overrides=overrides)
         made.append(instance)
         return instance.up() if up else instance
 

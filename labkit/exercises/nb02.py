@@ -2,7 +2,8 @@
 
 The notebook's labs, one per step: ``ns["session"]`` (home-pbx, no forward), ``ns["fix_a"]``
 (forwards only), ``ns["fix_b"]`` (forwards + external address), ``ns["ddns"]`` (the box moves,
-DDNS), ``ns["sym"]`` (vps-pbx, symmetric handling) and ``ns["alg"]`` (vps-pbx, SIP ALG).
+DDNS), ``ns["sym"]`` (vps-pbx, symmetric handling), ``ns["alg"]`` (vps-pbx, SIP ALG) and
+``ns["direct"]`` (vps-pbx with direct media: ALG on, then off with symmetric handling).
 Every truth is read from their captures (the Internet side of the box) or from the
 conversations they measured (what each phone heard); a check also fails when the student's
 lab does not show the fixed behaviour, whatever the answer.
@@ -92,6 +93,16 @@ def alg_invite_sdp(session) -> str:
     return str(after.sdp_c_addr.iloc[0])
 
 
+def media_destinations_with_alg(session) -> set[str]:
+    """Where the phones sent RTP, on the home side, before the mark 'no-alg' (the ALG was on);
+    streams to the PBX itself (before a re-INVITE took effect) are left out."""
+    streams = session.table("streams", "lan")
+    phones = {session.address(p.host) for p in session.spec.phones}
+    with_alg = streams[(streams.first_time < session.marks()["no-alg"]) & streams.src.isin(phones)
+                       & (streams.dst != session.address(session.spec.pbx.host))]
+    return set(with_alg.dst.astype(str))
+
+
 def _addr(value) -> str:
     return str(value).strip().split(":")[0]
 
@@ -102,8 +113,8 @@ def _bool(value) -> bool:
     return bool(value)
 
 
-def _two_way(ns, session_name: str, variable: str):
-    truth = heard(ns[session_name])
+def _two_way(ns, session_name: str, variable: str, conversation: int = -1):
+    truth = heard(ns[session_name], conversation)
     answer = _bool(ns[variable])
     deaf = [p for p, ok in truth.items() if not ok]
     if deaf:
@@ -208,4 +219,25 @@ def _alg_rewrites(ns):
 @check(NB, "alg-two-way", points=1, hidden=True,
        hint="after_alg.heard_the_other: are both True?")
 def _alg_two_way(ns):
-    return _two_way(ns, "alg", "alg_both_heard")
+    return _two_way(ns, "alg", "alg_both_heard", conversation=0)
+
+
+@check(NB, "alg-direct-media-lost", points=1,
+       hint="the rows of streams where alg_on is True: read dst")
+def _alg_direct_media_lost(ns):
+    session = ns["direct"]
+    heard_with_alg = heard(session, 0)
+    if any(heard_with_alg.values()):
+        return False, ("in your lab a phone heard the other with the ALG on and direct media: "
+                       "the lab was not set up as in the notebook")
+    truth = media_destinations_with_alg(session)
+    if truth != {public_address(session)}:
+        return False, f"in your lab the phones sent RTP to {sorted(truth)}, not to the box's public address"
+    answer = _addr(ns["alg_media_dst"])
+    return answer in truth, f"you said {answer}"
+
+
+@check(NB, "lan-direct-two-way", points=1,
+       hint="lan_direct.heard_the_other: are both True?")
+def _lan_direct_two_way(ns):
+    return _two_way(ns, "direct", "lan_direct_both_heard")

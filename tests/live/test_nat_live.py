@@ -112,6 +112,34 @@ def test_ddns_recovers_after_the_public_address_changes(make_lab, track):
 
 
 @pytest.mark.parametrize("track", TRACKS)
+def test_alg_breaks_direct_media(make_lab, track):
+    """The ALG hides the NAT: Asterisk sends each phone to the box's public address, which the
+    box does not loop back (no hairpin NAT); without the ALG, direct media flows on the LAN."""
+    lab = make_lab("vps-pbx", track=track, up=False, overrides={"pbx": {"direct_media": True}})
+    lab.up(capture=("lan",), capture_name="direct")
+    box = lab.host("box")
+    box.set_sip_alg(True)
+    for phone in ("alice", "bob"):
+        assert lab.register_again(phone)
+    with_alg = talk(lab, "bob", "6000")
+    assert with_alg.established and max(with_alg.correlation.values()) < 0.9
+    alg_off = time.time()
+
+    box.set_sip_alg(False)
+    lab.reconfigure({"nat": {"symmetric": True}})
+    for phone in ("alice", "bob"):
+        assert lab.register_again(phone)
+    assert talk(lab, "bob", "6000").two_way
+
+    streams = analysis.rtp_streams(lab.captures[0].stop().files["lan"])
+    phones = {"192.168.0.11", "192.168.0.12"}
+    before = streams[(streams.first_time < alg_off) & streams.src.isin(phones)]
+    after = streams[(streams.first_time > alg_off) & streams.src.isin(phones)]
+    assert set(before.dst) == {"198.51.100.1"}                 # to the box itself: dropped
+    assert set(after.dst) == phones and (after.lost == 0).all()  # phone to phone on the LAN
+
+
+@pytest.mark.parametrize("track", TRACKS)
 def test_registering_again_keeps_the_binding(make_lab, track):
     """A phone that registers again stays registered: its new REGISTER waits for the old binding to go.
 

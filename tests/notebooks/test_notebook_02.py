@@ -199,7 +199,8 @@ def test_checks_tell_right_from_wrong(track):
           "fix_b": replayed("02-external", "home-pbx", home),
           "ddns": replayed("02-ddns", "home-pbx", ("internet",)),
           "sym": replayed("02-vps-symmetric", "vps-pbx", home),
-          "alg": replayed("02-vps-alg", "vps-pbx", home)}
+          "alg": replayed("02-vps-alg", "vps-pbx", home),
+          "direct": replayed("02-vps-direct", "vps-pbx", ("lan",))}
     bob = ns["session"].address("bob")
     wan = ns["session"].table("sip", "internet")
     right = {**ns, "unanswered_registers": int(((wan.method == "REGISTER") & (wan.src == bob)).sum()),
@@ -207,14 +208,16 @@ def test_checks_tell_right_from_wrong(track):
              "both_heard": True, "private_sdp_out": 0,
              "registered_to": "203.0.113.2", "ddns_both_heard": True,
              "sym_both_heard": True, "private_left_box": None,
-             "alg_sdp_addr": "198.51.100.1", "alg_both_heard": True}
+             "alg_sdp_addr": "198.51.100.1", "alg_both_heard": True,
+             "alg_media_dst": "198.51.100.1", "lan_direct_both_heard": True}
     sym_wan = ns["sym"].table("sip", "internet")
     right["private_left_box"] = int(sym_wan[sym_wan.src == "198.51.100.1"].sdp_c_addr.fillna("")
                                     .str.startswith("192.168.").sum())
     wrong = {**ns, "unanswered_registers": 0, "leaked_sdp_addr": "203.0.113.1", "deaf_phone": "bob",
              "both_heard": False, "private_sdp_out": 2, "registered_to": "203.0.113.1",
              "ddns_both_heard": "yes", "sym_both_heard": False, "private_left_box": 0,
-             "alg_sdp_addr": "192.168.0.12", "alg_both_heard": False}
+             "alg_sdp_addr": "192.168.0.12", "alg_both_heard": False,
+             "alg_media_dst": "198.51.100.10", "lan_direct_both_heard": False}
     assert [r.id for r in checks.run_all(NAME, right) if not r.passed] == []
     assert [r.id for r in checks.run_all(NAME, wrong) if r.passed] == []
     # a missing variable is a readable failure, not a crash
@@ -226,6 +229,11 @@ def test_checks_tell_right_from_wrong(track):
     failed = {r.id: r.message for r in checks.run_all(NAME, unfixed) if not r.passed}
     assert set(failed) == {"fix-b-two-way", "fix-b-no-private-sdp"}
     assert "did not hear" in failed["fix-b-two-way"]
+    # the ALG lab (media anchored, two-way) offered as the direct-media one: its streams went to
+    # Asterisk, and its only conversation was heard
+    swapped = {**right, "direct": ns["alg"]}
+    failed = {r.id for r in checks.run_all(NAME, swapped) if not r.passed}
+    assert "alg-direct-media-lost" in failed
 
 
 # -- the student version: solutions removed, the notebook still goes to the end ------------------

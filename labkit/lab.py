@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import images, netns
@@ -150,16 +151,6 @@ class Lab:
             raise LabStateError(f"No phone {name!r} in lab {self.name}.",
                                 hint=f"phones: {', '.join(self.phones) or 'none'}")
         return self.phones[name]
-
-    def register_again(self, name: str, timeout: float = 5.0) -> bool:
-        """Make phone ``name`` register now; True if the PBX accepted it.
-
-        The PBX is asked whether it dropped the phone's old binding before the phone
-        registers again (see :meth:`Softphone.register_again`).
-        """
-        phone = self.phone(name)
-        return phone.register_again(
-            timeout, registrar_holds=lambda: phone.extension in self.pbx.registered())
 
     def capture(self, *places: str, name: str | None = None, capture_filter: str | None = None):
         """Capture on hosts and/or networks: ``with lab.capture("pbx", "alice") as cap:``."""
@@ -321,7 +312,12 @@ class Lab:
                 record_dir=self.dir / "recordings" / phone.name,
                 audio_file=self.config_dir / phone.name / "say.wav",
                 etc_dir=self.etc_dir,
-                log_path=self.logs_dir / phone.name / "baresip.log", record=self.record)
+                log_path=self.logs_dir / phone.name / "baresip.log", record=self.record,
+                registrar_holds=self._registrar_holds(phone.extension))
+
+    def _registrar_holds(self, extension: str) -> Callable[[], bool]:
+        """Asks the lab's PBX whether ``extension`` is registered (for re-registration)."""
+        return lambda: extension in self.pbx.registered()
 
     def _check_ports(self) -> None:
         """Fail with a clear PortInUse before a daemon fails with a cryptic bind error."""

@@ -429,7 +429,7 @@ class Session:
 
     def register(self, phone: str) -> bool:
         """Make ``phone`` register now; True if the PBX accepted it."""
-        return bool(self._step("register", lambda: self.lab.register_again(phone)))
+        return bool(self._step("register", lambda: self.lab.phone(phone).register_again()))
 
     def talk(self, caller: str = "bob", callee: str = "6000", seconds: float = 3.0) -> pd.DataFrame:
         """A call where both sides speak; what each heard, judged against what the other said."""

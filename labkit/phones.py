@@ -195,8 +195,10 @@ class Softphone(Daemon):
 
     def __init__(self, *, name: str, extension: str, namespace: Namespace, rootfs: Path,
                  config_dir: Path, record_dir: Path, audio_file: Path, etc_dir: Path,
-                 log_path: Path, record: LabRecord):
+                 log_path: Path, record: LabRecord,
+                 registrar_holds: Callable[[], bool] | None = None):
         self.phone_name = name
+        self.registrar_holds = registrar_holds
         self.extension = extension
         self.config_dir = config_dir
         self.record_dir = record_dir
@@ -288,7 +290,9 @@ class Softphone(Daemon):
         """What baresip last reported about its registration: True (REGISTER_OK), False
         (REGISTER_FAIL, UNREGISTERING) or None when it reported nothing since the control
         connection opened (the first registration often completes before that)."""
-        for event in reversed(self.events):
+        with self._cond:  # the control connection's thread appends events
+            events = list(self.events)
+        for event in reversed(events):
             kind = event.get("type")
             if kind == "REGISTER_OK":
                 return True
@@ -296,8 +300,7 @@ class Softphone(Daemon):
                 return False
         return None
 
-    def register_again(self, timeout: float = 5.0, *,
-                       registrar_holds: Callable[[], bool] | None = None) -> bool:
+    def register_again(self, timeout: float = 5.0) -> bool:
         """Register now; True when the registrar accepted it (REGISTER_OK), False if not.
 
         baresip 1.1 has no re-register command, so the user agent is dropped and
@@ -309,19 +312,20 @@ class Softphone(Daemon):
         the allocator hands out again.  A registrar that handles requests in parallel
         (PJSIP's thread pool) may apply that un-REGISTER *after* the new REGISTER and
         remove the fresh binding (RFC 3261 §10.3: each REGISTER is processed on its own).
-        With ``registrar_holds`` (asks the registrar whether it holds this phone's
-        binding), the new agent is created only once the old binding is gone, or after
-        :data:`UNREGISTER_WAIT` seconds.
+        Given ``registrar_holds`` (the lab passes a check asking its PBX whether it holds
+        this phone's binding), the new agent is created only once the old binding is gone,
+        or after :data:`UNREGISTER_WAIT` seconds.
         """
         account = (self.config_dir / "accounts").read_text().strip()
         aor = account.split("<", 1)[1].split(">", 1)[0]
         # A phone whose last registration failed sends no un-REGISTER: nothing to wait for,
         # even if the registrar still holds an older binding.
-        must_wait = registrar_holds is not None and self.registered is not False and registrar_holds()
+        holds = self.registrar_holds
+        must_wait = holds is not None and self.registered is not False and holds()
         self.command("uadel", aor)
         if must_wait:
             deadline = time.monotonic() + UNREGISTER_WAIT
-            while registrar_holds() and time.monotonic() < deadline:
+            while holds() and time.monotonic() < deadline:
                 time.sleep(0.02)
         seen = len(self.events)
         self.command("uanew", account)

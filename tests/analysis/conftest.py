@@ -28,32 +28,32 @@ def capdir(tmp_path_factory):
     return tmp_path_factory.mktemp("caps")
 
 
+def _written(scenario, capdir, name: str, linktype: int) -> str:
+    """The synthetic call written as a pcap with one link-layer type (1 Ethernet,
+    113 Linux cooked SLL, 276 SLL2, 101 raw IP)."""
+    path = capdir / name
+    synth.write_pcap(path, scenario[0], linktype)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def eth_pcap(scenario, capdir):
-    p = capdir / "call_eth.pcap"
-    synth.write_pcap(p, scenario[0], 1)
-    return str(p)
+    return _written(scenario, capdir, "call_eth.pcap", 1)
 
 
 @pytest.fixture(scope="session")
 def sll_pcap(scenario, capdir):
-    p = capdir / "call_sll.pcap"
-    synth.write_pcap(p, scenario[0], 113)
-    return str(p)
+    return _written(scenario, capdir, "call_sll.pcap", 113)
 
 
 @pytest.fixture(scope="session")
 def sll2_pcap(scenario, capdir):
-    p = capdir / "call_sll2.pcap"
-    synth.write_pcap(p, scenario[0], 276)
-    return str(p)
+    return _written(scenario, capdir, "call_sll2.pcap", 276)
 
 
 @pytest.fixture(scope="session")
 def raw_pcap(scenario, capdir):
-    p = capdir / "call_raw.pcap"
-    synth.write_pcap(p, scenario[0], 101)
-    return str(p)
+    return _written(scenario, capdir, "call_raw.pcap", 101)
 
 
 @pytest.fixture(scope="session")

@@ -25,12 +25,12 @@ def test_home_pbx_forwards_then_external_address(make_lab, track):
 
     # Without port forwarding the box has nowhere to send Bob's REGISTER.
     assert set(lab.pbx.registered()) == {"6000"}
-    assert lab.register_again("bob") is False
+    assert lab.phone("bob").register_again() is False
 
     # Fix A: the report's forwards (5060/udp, 10000-20000/udp, 5061/tcp).
     box.forward_walkthrough_ports("192.168.0.10")
     assert "dnat to 192.168.0.10" in box.rules()
-    assert lab.register_again("bob") is True
+    assert lab.phone("bob").register_again() is True
     one_way = talk(lab, "bob", "6000")
     # Asterisk still announces 192.168.0.10 in its SDP: Bob's audio goes nowhere.
     assert one_way.established
@@ -56,7 +56,7 @@ def test_vps_pbx_symmetric_fix(make_lab, track):
 
     lab.reconfigure({"nat": {"symmetric": True}})  # nat=force_rport,comedia / rtp_symmetric…
     for phone in ("alice", "bob"):
-        assert lab.register_again(phone)
+        assert lab.phone(phone).register_again()
     assert talk(lab, "bob", "6000").two_way
 
     # What left the box still carried the phones' private addresses in SIP and SDP:
@@ -76,7 +76,7 @@ def test_vps_pbx_sip_alg_rewrites_and_mends(make_lab, track):
     box.set_sip_alg(True)
     assert 'ct helper set "sip"' in box.rules()
     for phone in ("alice", "bob"):
-        assert lab.register_again(phone)
+        assert lab.phone(phone).register_again()
     conversation = talk(lab, "bob", "6000")
     assert conversation.two_way
 
@@ -99,14 +99,14 @@ def test_ddns_recovers_after_the_public_address_changes(make_lab, track):
     # Host-name based configuration: Bob registers to voip.home.example, and Asterisk
     # announces the same name (externhost / external_*_address).
     lab.reconfigure({"nat": {"external_address": "voip.home.example", "local_nets": ["192.168.0.0/24"]}})
-    assert lab.register_again("bob") and talk(lab, "bob", "6000").two_way
+    assert lab.phone("bob").register_again() and talk(lab, "bob", "6000").two_way
 
     assert box.set_public_address("203.0.113.2") == "203.0.113.1"
-    assert lab.register_again("bob") is False              # the name still says 203.0.113.1
+    assert lab.phone("bob").register_again() is False              # the name still says 203.0.113.1
 
     lab.dns.update("voip.home.example", "203.0.113.2")  # the box's DDNS client
     assert lab.dns.resolve("voip.home.example") == "203.0.113.2"
-    assert lab.register_again("bob") is True
+    assert lab.phone("bob").register_again() is True
     lab.reconfigure({})                                 # Asterisk resolves the name anew
     assert talk(lab, "bob", "6000").two_way
 
@@ -120,7 +120,7 @@ def test_alg_breaks_direct_media(make_lab, track):
     box = lab.host("box")
     box.set_sip_alg(True)
     for phone in ("alice", "bob"):
-        assert lab.register_again(phone)
+        assert lab.phone(phone).register_again()
     with_alg = talk(lab, "bob", "6000")
     assert with_alg.established and max(with_alg.correlation.values()) < 0.9
     alg_off = time.time()
@@ -128,7 +128,7 @@ def test_alg_breaks_direct_media(make_lab, track):
     box.set_sip_alg(False)
     lab.reconfigure({"nat": {"symmetric": True}})
     for phone in ("alice", "bob"):
-        assert lab.register_again(phone)
+        assert lab.phone(phone).register_again()
     assert talk(lab, "bob", "6000").two_way
 
     streams = analysis.rtp_streams(lab.captures[0].stop().files["lan"])
@@ -153,7 +153,7 @@ def test_registering_again_keeps_the_binding(make_lab, track):
     lab.reconfigure({"nat": {"symmetric": True}})
     lab.wait_registered()
     for phone in ("alice", "bob"):
-        assert lab.register_again(phone)
+        assert lab.phone(phone).register_again()
     assert set(lab.pbx.registered()) == {"6000", "6001"}
 
     sip = analysis.sip_messages(lab.captures[0].stop().files["internet"])

@@ -8,7 +8,7 @@
     replay("call.pcap", "out/")                # CSVs, ladder diagrams and report.md
 
 Audio: ``decode_stream``, ``to_wav``, ``read_wav``, ``correlate`` (G.711 only).
-Figures: :mod:`labkit.plots`.  Every problem with a file raises
+Figures: :mod:`labkit.analysis.plots`.  Every problem with a file raises
 :class:`labkit.errors.CaptureError`, whose ``explain()`` says what to do.
 """
 from __future__ import annotations

@@ -135,7 +135,7 @@ def _markdown(rep: ReplayReport) -> str:
 
 def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_messages: int = 60) -> ReplayReport:
     """Analyse ``pcap`` and write tables, figures and ``report.md`` into ``outdir``."""
-    from labkit import plots
+    from labkit.analysis import plots
     from labkit.analysis.calls import calls as calls_of
     from labkit.analysis.rtp import rtp_packets
     from labkit.analysis.sip import sip_messages

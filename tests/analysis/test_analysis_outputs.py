@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import synth  # noqa: E402
-from labkit import plots  # noqa: E402
+from labkit.analysis import plots  # noqa: E402
 from labkit.analysis import packet, replay  # noqa: E402
 
 

@@ -1,12 +1,12 @@
-"""labkit.checks outside a kernel: plain calls with a namespace, never a crash, never a false pass."""
+"""labkit.grading.checks outside a kernel: plain calls with a namespace, never a crash, never a false pass."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from labkit import checks
-from labkit.checks import check
+from labkit.grading import checks
+from labkit.grading.checks import check
 
 # a module global, to test that run() defaults to the caller's globals outside a kernel
 unit_value = 7

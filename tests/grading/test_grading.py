@@ -19,7 +19,7 @@ import nbformat
 import psutil
 import pytest
 
-from labkit.grading import GradingError, grade, grade_main, release, release_main
+from labkit.grading.grade import GradingError, grade, grade_main, release, release_main
 
 from .conftest import SOURCE
 
@@ -93,7 +93,7 @@ GOOD_ANSWER = "answer = 42"
 GOOD_TOTAL = "def add_all(xs):\n    return sum(xs)\n\ntotal = add_all(numbers)"
 
 CHEAT = '''\
-import json, labkit.checks as c
+import json, labkit.grading.checks as c
 fake = {"labkit_report": 1, "notebook": "toy", "complete": True,
         "results": [{"id": i, "passed": True, "message": "", "points": 100, "max_points": 1}
                     for i in ("answer-42", "sum-list", "hidden-positive")]}
@@ -130,8 +130,8 @@ def test_release_student_copy(released):
     assert text.count("# YOUR CODE HERE") == 2 and text.count("raise NotImplementedError()") == 2
     assert "    # YOUR CODE HERE\n    raise NotImplementedError()" in text  # indented stub
     assert "*Your answer here.*" in text
-    assert 'labkit.checks.run("toy", "answer-42")' in text
-    assert 'labkit.checks.run("toy", "sum-list")' in text
+    assert 'labkit.grading.checks.run("toy", "answer-42")' in text
+    assert 'labkit.grading.checks.run("toy", "sum-list")' in text
     assert len(nb.cells) == len(source.cells) - 1
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -353,7 +353,7 @@ def test_grade_from_a_running_event_loop(released, tmp_path):
 
 
 def test_report_file_problems_are_not_passes(tmp_path):
-    from labkit.grading import _read_report
+    from labkit.grading.grade import _read_report
     path = tmp_path / "r.json"
     assert _read_report(path, "toy") == (None, "the grading cell wrote no results")
     path.write_text('{"labkit_report": 1, "notebook": "toy", "results": [{"id": "a", "pas')
@@ -373,20 +373,20 @@ def test_check_cells_display_once_in_a_kernel(tmp_path):
     """In a kernel, run() shows one Markdown line and no duplicate Out[]; hidden ids stay hidden."""
     from nbclient import NotebookClient
     nb = nbformat.read(str(SOURCE / "toy.ipynb"), as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell('labkit.checks.run("toy", "hidden-positive")'))
-    nb.cells.append(nbformat.v4.new_code_cell('r = labkit.checks.run("toy", "sum-list")\nr'))
+    nb.cells.append(nbformat.v4.new_code_cell('labkit.grading.checks.run("toy", "hidden-positive")'))
+    nb.cells.append(nbformat.v4.new_code_cell('r = labkit.grading.checks.run("toy", "sum-list")\nr'))
     nb.cells.append(nbformat.v4.new_code_cell('r'))
     NotebookClient(nb, kernel_name="python3", timeout=30, shutdown_kernel="immediate",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     by_source = {c.source: c.outputs for c in nb.cells if c.cell_type == "code"}
-    (out,) = by_source['labkit.checks.run("toy", "answer-42")']
+    (out,) = by_source['labkit.grading.checks.run("toy", "answer-42")']
     assert out.output_type == "display_data"
     assert out.data["text/plain"] == "✓ 1/1 answer-42"
     assert "answer-42" in out.data["text/markdown"]
-    (out,) = by_source['labkit.checks.run("toy", "hidden-positive")']
+    (out,) = by_source['labkit.grading.checks.run("toy", "hidden-positive")']
     assert "hidden check: graded later" in out.data["text/plain"]
     assert "✓" not in out.data["text/plain"]
-    (out,) = by_source['r = labkit.checks.run("toy", "sum-list")\nr']  # shown once
+    (out,) = by_source['r = labkit.grading.checks.run("toy", "sum-list")\nr']  # shown once
     assert out.data["text/plain"] == "✓ 2/2 sum-list"
     (out,) = by_source["r"]  # shown again when asked again
     assert out.data["text/plain"] == "✓ 2/2 sum-list"
@@ -410,7 +410,8 @@ def test_kernel_that_cannot_start_scores_not_reached(released, tmp_path):
 
 
 def test_broken_exercise_module_is_reported_and_grading_refuses(released, tmp_path, monkeypatch):
-    from labkit import checks, exercises
+    from labkit.grading import checks
+    from labkit.grading import exercises
     (tmp_path / "broken_checks.py").write_text("raise RuntimeError('oops')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     subs = tmp_path / "subs"

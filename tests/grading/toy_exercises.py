@@ -4,7 +4,7 @@ Loaded through ``LABKIT_EXERCISES=toy_exercises`` with ``tests/grading`` on ``PY
 exactly as a course would add its own exercise modules.  The hidden check
 ``hidden-positive`` is not here: it lives in a ``hidden``-tagged cell of the notebook.
 """
-from labkit.checks import check
+from labkit.grading.checks import check
 
 
 @check("toy", "answer-42", points=1, hint="the answer to everything")

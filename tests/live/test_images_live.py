@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import images
+from labkit.images import build as images
 
 pytestmark = pytest.mark.live
 

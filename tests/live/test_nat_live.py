@@ -10,7 +10,7 @@ import time
 import pytest
 
 from labkit import analysis
-from labkit.conversation import talk
+from labkit.lab.conversation import talk
 
 pytestmark = pytest.mark.live
 TRACKS = ["modern", "legacy"]

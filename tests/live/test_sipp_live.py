@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.sipp import run_scenario
+from labkit.services.sipp import run_scenario
 
 pytestmark = pytest.mark.live
 

@@ -119,7 +119,7 @@ def test_structure():
     assert nb.cells[0].cell_type == "markdown" and "**Objectives.**" in nb.cells[0].source
     cells = code_cells(nb)
     first, last = cells[0].source, cells[-1].source
-    assert "from labkit.notebook import Session" in first and "from labkit import" in first
+    assert "from labkit.teaching import Session" in first and "from labkit.grading import checks" in first
     assert re.search(r'session = Session\.start\("02-[\w-]+", "home-pbx"', first)
     assert "session.banner()" in first
     assert "session.close()" in last
@@ -132,7 +132,7 @@ def test_structure():
     for cell in exercises:
         assert "### END SOLUTION" in cell.source
         assert cell.metadata.get("nbgrader", {}).get("solution") is True
-    from labkit import checks
+    from labkit.grading import checks
     registered = checks.registered(NAME)
     shown = set(re.findall(r'checks\.run\(\s*"02-nat",\s*"([^"]+)"', "\n".join(c.source for c in cells)))
     assert shown == {c.id for c in registered}
@@ -184,8 +184,8 @@ def test_recordings_present():
 # -- the checks judge the lab and the answers: right answers pass, wrong ones fail ----------------
 @pytest.mark.parametrize("track", TRACKS)
 def test_checks_tell_right_from_wrong(track):
-    from labkit import checks
-    from labkit.notebook import Session
+    from labkit.grading import checks
+    from labkit.teaching.session import Session
 
     def replayed(name, lab, places):
         session = Session.start(name, lab, track=track, mode="replay", capture=places)

@@ -110,7 +110,7 @@ def test_structure(name):
     assert nb.cells[0].cell_type == "markdown" and "Objectives" in markdown[0].source
     cells = code_cells(nb)
     first, last = cells[0].source, cells[-1].source
-    assert "from labkit.notebook import Session" in first and "from labkit import" in first
+    assert "from labkit.teaching import Session" in first and "from labkit.grading import checks" in first
     assert f'session = Session.start("{name}")' in first and "session.banner()" in first
     assert "session.close()" in last
     # every exercise: nbgrader solution markers + metadata; every check has a check cell
@@ -119,7 +119,7 @@ def test_structure(name):
     for cell in exercises:
         assert "### END SOLUTION" in cell.source
         assert cell.metadata.get("nbgrader", {}).get("solution") is True
-    from labkit import checks
+    from labkit.grading import checks
     ids = {c.id for c in checks.registered(notebook_id(nb))}
     shown = set(re.findall(r'checks\.run\(\s*"[^"]+",\s*"([^"]+)"', "\n".join(c.source for c in cells)))
     assert shown == ids
@@ -143,8 +143,8 @@ def test_recordings_present(name):
 # -- the checks judge answers, not code: right answers pass, wrong ones fail -------------------
 @pytest.mark.parametrize("track", TRACKS)
 def test_checks_tell_right_from_wrong(track):
-    from labkit import checks
-    from labkit.notebook import Session
+    from labkit.grading import checks
+    from labkit.teaching.session import Session
     session = Session.start("00-orientation", track=track, mode="replay")
     right = {"session": session, "sip_port": 5060,
              "asterisk_rtp_ports": set(session.streams[session.streams.src == "192.168.0.10"].sport),

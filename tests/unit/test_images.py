@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import images
+from labkit.images import build as images
 from labkit.errors import EnvironmentProblem, ImageError
 
 FAKE_MMDEBSTRAP = textwrap.dedent(

@@ -6,8 +6,8 @@ import ipaddress
 import pytest
 
 from labkit.errors import LabFileError
-from labkit.model import load_spec, parse_spec, LABS_DIR
-from labkit.natbox import render_ruleset
+from labkit.spec.model import load_spec, parse_spec, LABS_DIR
+from labkit.net.natbox import render_ruleset
 
 HOME = (LABS_DIR / "home-pbx.yaml").read_text()
 
@@ -75,7 +75,7 @@ def test_dns_names_must_be_reserved():
 
 def test_ruleset_masquerades_forwards_and_alg():
     nat = load_spec("home-pbx").host("box").nat.model_copy(update={"sip_alg": True})
-    from labkit.model import PortForward
+    from labkit.spec.model import PortForward
     nat = nat.model_copy(update={"forwards": [
         PortForward(proto="udp", ports=5060, to="192.168.0.10"),
         PortForward(proto="udp", ports=(10000, 20000), to="192.168.0.10")]})

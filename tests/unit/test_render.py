@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from golden import assert_golden, updating
-from labkit.model import LabSpec, load_spec
-from labkit.render import (
+from labkit.spec.model import LabSpec, load_spec
+from labkit.services.asterisk.config import (
     CHANNEL_TECH, MODULES, SIP_CONFIG, TEMPLATES, PbxCredentials, entity_id, render_pbx,
 )
 

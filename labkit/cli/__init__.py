@@ -1,0 +1,4 @@
+"""``labkit`` — the command line."""
+from labkit.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,250 @@
+"""``labkit`` — the command line.
+
+Every error is a :class:`labkit.errors.LabkitError` that explains itself: the CLI prints
+what happened, the probable cause and what to do, without a traceback (exit status 2).
+``LABKIT_DEBUG=1`` shows the traceback as well.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from labkit import images
+from labkit.cli import doctor
+from labkit.errors import LabkitError, LabStateError
+from labkit.spec.model import TRACKS, json_schema
+
+
+# Commands that parse their own arguments (and their own --help).
+_DELEGATED = {"replay": ("labkit.analysis.replay", "main"),
+              "release": ("labkit.grading.grade", "release_main"),
+              "grade": ("labkit.grading.grade", "grade_main")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _DELEGATED:
+        import importlib
+        module, function = _DELEGATED[argv[0]]
+        return getattr(importlib.import_module(module), function)(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return args.func(args) or 0
+    except LabkitError as exc:
+        if os.environ.get("LABKIT_DEBUG"):
+            raise
+        print(f"labkit: {exc.explain()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("labkit: interrupted; whatever was started has been taken down.", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    up = sub.add_parser("up", help="bring a lab up and leave it running")
+    up.add_argument("lab", help="a lab name (first-call) or a lab file path")
+    up.add_argument("--track", choices=TRACKS, default="modern",
+                    help="modern = Asterisk 22 + PJSIP; legacy = Asterisk 16 + chan_sip")
+    up.add_argument("--name", help="run under another name (two copies side by side)")
+    up.add_argument("--no-build", action="store_true",
+                    help="fail instead of building a missing lab image")
+    up.add_argument("--no-wait", action="store_true",
+                    help="do not wait for the phones to register (labs broken on purpose, e.g. "
+                         "home-pbx before its port forwards)")
+    up.set_defaults(func=_up)
+
+    down = sub.add_parser("down", help="take a running lab down")
+    down.add_argument("name", nargs="?", help="lab name (default: the only one running)")
+    down.set_defaults(func=_down)
+
+    status = sub.add_parser("status", help="hosts, daemons and registrations of running labs")
+    status.add_argument("name", nargs="?")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+
+    cli = sub.add_parser("cli", help='run an Asterisk CLI command: labkit cli "pjsip show endpoints"')
+    cli.add_argument("command", nargs="+")
+    cli.add_argument("--lab", help="lab name (default: the only one running)")
+    cli.set_defaults(func=_cli)
+
+    clean = sub.add_parser("clean", help="remove everything recorded by crashed labs")
+    clean.add_argument("name", nargs="?", help="only this lab (default: every recorded lab)")
+    clean.set_defaults(func=_clean)
+
+    doc = sub.add_parser("doctor", help="check that this machine can run labs")
+    doc.set_defaults(func=_doctor)
+
+    img = sub.add_parser("images", help="build, list or remove lab images")
+    img_sub = img.add_subparsers(metavar="ACTION")
+    build = img_sub.add_parser("build", help="build (or re-use) the images of the given tracks")
+    build.add_argument("tracks", nargs="*", metavar="TRACK",
+                       help=f"{' and/or '.join(TRACKS)} (default: both)")
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.set_defaults(func=_images_build)
+    lst = img_sub.add_parser("list", help="cached images")
+    lst.set_defaults(func=_images_list)
+    rm = img_sub.add_parser("rm", help="remove cached images")
+    rm.add_argument("track", nargs="?", choices=TRACKS)
+    rm.add_argument("--stale", action="store_true", help="only images of older recipes")
+    rm.set_defaults(func=_images_rm)
+    img.set_defaults(func=lambda a: img.print_help() or 1)
+
+    schema = sub.add_parser("schema", help="print the JSON schema of lab files")
+    schema.set_defaults(func=lambda a: print(json.dumps(json_schema(), indent=2, sort_keys=True)))
+
+    # Listed for --help; main() hands their arguments to their own parsers (_DELEGATED).
+    sub.add_parser("replay", help="analyse a capture: ladders, streams, report (no root)")
+    sub.add_parser("release", help="student copies of notebooks, without solutions")
+    sub.add_parser("grade", help="grade student notebooks: grades.csv and feedback per student")
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------
+
+def _up(args) -> int:
+    from labkit.lab.lab import Lab
+    lab = Lab.load(args.lab, track=args.track, name=args.name)
+    lab.up(build_images=not args.no_build, wait_registered=not args.no_wait)
+    lab.detach()
+    _print_status(lab.status())
+    print(f"\nLab {lab.name} is up ({lab.track} track). `labkit down {lab.name}` takes it down.")
+    return 0
+
+
+def _down(args) -> int:
+    from labkit.lab.lab import Lab, clean_record
+    from labkit.state import LabRecord
+    try:
+        lab = Lab.attach(args.name)
+    except LabkitError:
+        record = LabRecord.load(args.name) if args.name else None
+        if record is None:
+            raise
+        # The record exists but the lab cannot be rebuilt from it (lab file moved, image
+        # removed): remove what it lists anyway.
+        removed = clean_record(record)
+        print(f"Lab {args.name}: removed {len(removed)} leftover(s).")
+        return 0
+    lab.down()
+    print(f"Lab {lab.name} is down.")
+    return 0
+
+
+def _status(args) -> int:
+    from labkit.lab.lab import Lab
+    from labkit.state import recorded_labs
+    records = recorded_labs()
+    if args.name:
+        records = [r for r in records if r.name == args.name]
+        if not records:
+            raise LabStateError(f"No lab named {args.name!r} is running.")
+    statuses = []
+    for record in records:
+        try:
+            statuses.append(Lab.attach(record.name).status())
+        except LabkitError as exc:
+            statuses.append({"lab": record.name, "error": exc.message,
+                             "hint": "`labkit clean " + record.name + "`"})
+    if args.json:
+        print(json.dumps(statuses, indent=2))
+    elif not statuses:
+        print("No lab is running.")
+    for status in statuses if not args.json else []:
+        _print_status(status)
+    return 0
+
+
+def _print_status(status: dict) -> None:
+    if "error" in status:
+        print(f"Lab {status['lab']}: {status['error']} ({status['hint']})")
+        return
+    print(f"Lab {status['lab']} ({status['track']} track) — files in {status['dir']}")
+    print("  hosts:")
+    for host, addresses in status["hosts"].items():
+        print(f"    {host:<12} {', '.join(addresses)}")
+    print("  daemons:")
+    for daemon, state in status["daemons"].items():
+        print(f"    {daemon:<20} {state}")
+    for box, settings in status.get("boxes", {}).items():
+        print(f"  box {box}: " + "; ".join(f"{k} {v}" for k, v in settings.items()))
+    print("  registrations:")
+    if not status["registrations"]:
+        print("    (none)")
+    for extension, contact in status["registrations"].items():
+        print(f"    {extension:<12} {contact}")
+
+
+def _cli(args) -> int:
+    from labkit.lab.lab import Lab
+    lab = Lab.attach(args.lab)
+    print(lab.pbx.cli(" ".join(args.command)), end="")
+    return 0
+
+
+def _clean(args) -> int:
+    from labkit.lab.lab import clean_record
+    from labkit.net.netns import existing_namespaces
+    from labkit.state import LabRecord, recorded_labs
+    records = [LabRecord.load(args.name)] if args.name else recorded_labs()
+    records = [r for r in records if r is not None]
+    for record in records:
+        removed = clean_record(record)
+        print(f"Lab {record.name}: removed {len(removed)} leftover(s)"
+              + (":\n  " + "\n  ".join(removed) if removed else "."))
+    if not records:
+        print("No lab is recorded: nothing to clean.")
+    strays = [n for n in existing_namespaces() if n.startswith("lk-")]
+    if strays:
+        print("Namespaces named like labkit's but recorded by no lab (not touched):\n  "
+              + "\n  ".join(strays) + "\nRemove them with `ip netns delete NAME` if they are yours.")
+    return 0
+
+
+def _doctor(args) -> int:
+    checks = doctor.run_checks()
+    for check in checks:
+        mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.level]
+        print(f"[{mark}] {check.name}: {check.detail}")
+        if check.hint and check.level != "ok":
+            print(f"       → {check.hint}")
+    failed = [c for c in checks if c.level == "fail"]
+    print(f"\n{len(checks) - len(failed)}/{len(checks)} checks passed"
+          + ("; live labs cannot run until the failures are fixed." if failed else "."))
+    return 1 if failed else 0
+
+
+def _images_build(args) -> int:
+    unknown = [t for t in args.tracks if t not in TRACKS]
+    if unknown:
+        raise LabStateError(f"Unknown track {', '.join(unknown)}.", hint=f"tracks: {', '.join(TRACKS)}")
+    for track in args.tracks or list(TRACKS):
+        info = images.build_image(track, force=args.force, progress=True)
+        print(f"{track}: {info.path} ({info.size / 1e6:.0f} MB)")
+    return 0
+
+
+def _images_list(args) -> int:
+    infos = images.list_images()
+    if not infos:
+        print(f"No lab image in {images.cache_dir()}. `labkit images build` makes them.")
+    for info in infos:
+        print(f"{info.track:<7} {info.key}  {info.state:<8} {info.size / 1e6:6.0f} MB  "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(info.versions.items()))}")
+    return 0
+
+
+def _images_rm(args) -> int:
+    removed = images.remove_image(args.track, stale_only=args.stale)
+    print("\n".join(f"removed {p}" for p in removed) or "nothing to remove")
+    return 0
+
+

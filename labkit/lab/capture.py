@@ -1,0 +1,120 @@
+"""Captures inside lab namespaces: ``with lab.capture("pbx", "alice") as cap: …``.
+
+One dumpcap per named place runs in that place's namespace: a host (``-i any``: what the
+host sends and receives) or a network (its bridge: everything on the segment).  As in
+ipmininet's ``NetworkCapture``, a capture is confirmed running before the caller's traffic
+starts (dumpcap has written the file header) and stopped with SIGINT, so that dumpcap
+flushes and closes a complete file.  Files stay in the lab's ``captures/`` directory.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from labkit.services.base import Daemon
+from labkit.errors import CaptureError, EnvironmentProblem
+
+if TYPE_CHECKING:
+    from labkit.lab.lab import Lab
+
+PCAP_HEADER_SIZE = 24
+
+
+class Dumpcap(Daemon):
+    """dumpcap writing one pcap file in one namespace."""
+
+    ready_timeout = 5.0
+
+    def __init__(self, lab: "Lab", place: str, path: Path, capture_filter: str | None):
+        dumpcap = shutil.which("dumpcap")
+        if dumpcap is None:
+            raise EnvironmentProblem("dumpcap is missing: captures need it.",
+                                     hint="apt-get install wireshark-common tshark")
+        is_network = place in {n.name for n in lab.spec.networks}
+        interface = "br0" if is_network else "any"
+        # -P: classic pcap, the format every tool reads; -q: no packet counter on stderr.
+        program = [dumpcap, "-q", "-i", interface, "-P", "-w", str(path)]
+        if capture_filter:
+            program += ["-f", capture_filter]
+        self.path = path
+        super().__init__(f"{place}/dumpcap", lab.namespace(place), None, program,
+                         lab.logs_dir / "captures" / f"{path.stem}.log", lab.record)
+
+    def ready(self) -> bool:
+        return self.path.exists() and self.path.stat().st_size >= PCAP_HEADER_SIZE
+
+    def request_stop(self) -> None:
+        daemon = self.payload()
+        if daemon is not None:
+            daemon.send_signal(signal.SIGINT)
+
+
+class Capture:
+    """Several dumpcaps started and stopped together; a context manager."""
+
+    def __init__(self, lab: "Lab", places: tuple[str, ...], name: str | None = None,
+                 capture_filter: str | None = None):
+        known = {h.name for h in lab.spec.hosts} | {n.name for n in lab.spec.networks}
+        unknown = [p for p in places if p not in known]
+        if unknown or not places:
+            raise CaptureError(f"Cannot capture on {', '.join(unknown) or 'nothing'}.",
+                               hint=f"name hosts or networks of the lab: {', '.join(sorted(known))}")
+        self.lab = lab
+        self.name = name or time.strftime("capture-%H%M%S")
+        self.directory = lab.captures_dir
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.files = {place: self.directory / f"{self.name}-{place}.pcap" for place in places}
+        for path in self.files.values():
+            if path.exists():
+                path.unlink()
+        self.dumpcaps = [Dumpcap(lab, place, path, capture_filter) for place, path in self.files.items()]
+
+    def start(self) -> "Capture":
+        try:
+            for dumpcap in self.dumpcaps:
+                dumpcap.start()
+            for dumpcap in self.dumpcaps:
+                dumpcap.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        # dumpcap has opened the interface when the header is written; give the kernel a
+        # moment to attach the socket filter before the caller's first packet.
+        time.sleep(0.1)
+        return self
+
+    def stop(self, linger: float = 0.3) -> "Capture":
+        """Stop after ``linger`` seconds, so that the last packets (the BYE's 200 OK,
+        sent after the phone already reported the call closed) are in the file."""
+        if any(d.running() for d in self.dumpcaps):
+            time.sleep(linger)
+        for dumpcap in self.dumpcaps:
+            dumpcap.stop()
+        return self
+
+    def merged(self) -> Path:
+        """One file with every place's packets in time order (mergecap -a would concatenate)."""
+        if len(self.files) == 1:
+            return next(iter(self.files.values()))
+        mergecap = shutil.which("mergecap")
+        if mergecap is None:
+            raise EnvironmentProblem("mergecap is missing.", hint="apt-get install wireshark-common")
+        out = self.directory / f"{self.name}-merged.pcap"
+        subprocess.run([mergecap, "-F", "pcap", "-w", str(out), *map(str, self.files.values())],
+                       check=True, capture_output=True, timeout=60)
+        return out
+
+    @property
+    def file(self) -> Path:
+        """The capture file: the only one, or the merged one."""
+        return self.merged()
+
+    def __enter__(self) -> "Capture":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

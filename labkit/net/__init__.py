@@ -1,0 +1,1 @@
+"""The lab network: namespaces, links, hosts, the ISP box."""

@@ -1,0 +1,1 @@
+"""The daemons of a lab, one module each, on one lifecycle (:mod:`labkit.services.base`)."""

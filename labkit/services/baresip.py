@@ -1,0 +1,364 @@
+"""Softphones: baresip in a phone host's namespace, driven over its ``ctrl_tcp`` module.
+
+Each phone is a real SIP user agent (baresip from the modern lab image) that registers to
+the lab's Asterisk with digest authentication, answers automatically, sends a spoken
+sentence from a WAV file (``aufile``) and records what it receives (``sndfile``).
+
+``ctrl_tcp`` speaks netstrings (``<length>:<payload>,``, D. J. Bernstein's format) of JSON:
+commands ``{"command": "dial", "params": "6000", "token": "t1"}`` are answered by
+``{"response": true, "ok": true, "token": "t1", …}``; events arrive unasked as
+``{"event": true, "type": "CALL_ESTABLISHED", "id": …, "peeruri": …}``.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from labkit.services.base import Daemon, Sandbox
+from labkit.errors import LabkitError
+from labkit.net.netns import Namespace
+from labkit.state import LabRecord
+
+CTRL_PORT = 4444
+#: Longest wait for the registrar to apply a phone's un-REGISTER before it registers again.
+#: The exchange takes a few milliseconds in a lab; the binding may also never go (the
+#: network swallowed the un-REGISTER, or a rewritten Contact no longer matches it).
+UNREGISTER_WAIT = 0.5
+MODULE_DIR = "/usr/lib/baresip/modules"
+# g711: the walkthrough's codecs; aufile/sndfile: audio from and to WAV files;
+# aubridge: a null sound card; srtp: SDES media encryption (later notebooks);
+# menu + ctrl_tcp: remote control; account: reads the accounts file.
+MODULES = ["g711", "aufile", "aubridge", "sndfile", "srtp", "account", "menu", "ctrl_tcp"]
+
+
+class PhoneError(LabkitError):
+    """A softphone command failed or an expected call event did not come."""
+
+
+def render_config(*, address: str, sip_port: int, audio_file: str, record_dir: str) -> str:
+    """baresip's ``config`` file for one lab phone."""
+    lines = [
+        "# baresip config — rendered by labkit.",
+        "poll_method epoll",
+        f"sip_listen {address}:{sip_port}",
+        # Bind media to the lab address: without it baresip may pick another interface.
+        "net_interface eth0",
+        "audio_player aubridge,nil",
+        f"audio_source aufile,{audio_file}",
+        "audio_alert aubridge,nil",
+        "audio_level no",
+        f"snd_path {record_dir}",
+        f"ctrl_tcp_listen 127.0.0.1:{CTRL_PORT}",
+        f"module_path {MODULE_DIR}",
+        "rtp_stats yes",
+    ]
+    for module in MODULES:
+        keyword = "module_app" if module in ("account", "menu", "ctrl_tcp") else "module"
+        lines.append(f"{keyword} {module}.so")
+    return "\n".join(lines) + "\n"
+
+
+def render_account(*, display: str, extension: str, registrar: str, secret: str,
+                   codecs: list[str], media_encryption: str | None = None) -> str:
+    """One line of baresip's ``accounts`` file: the phone's identity and credentials."""
+    params = [f"auth_pass={secret}", "answermode=auto", "regint=600",
+              f"audio_codecs={','.join(codecs)}"]
+    if media_encryption:
+        params.append(f"mediaenc={media_encryption}")
+    return f'"{display}" <sip:{extension}@{registrar}>;auth_user={extension};' + ";".join(params) + "\n"
+
+
+class _CtrlConnection:
+    """A ctrl_tcp connection: send commands, receive responses and events in a thread."""
+
+    def __init__(self, sock: socket.socket, on_event: Callable[[dict], None]):
+        self.sock = sock
+        self.on_event = on_event
+        self.responses: dict[str, dict] = {}
+        self.cond = threading.Condition()
+        self.tokens = itertools.count(1)
+        self.closed = False
+        self.thread = threading.Thread(target=self._reader, name="labkit-ctrl", daemon=True)
+        self.thread.start()
+
+    def _reader(self) -> None:
+        buf = b""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                buf += data
+                while True:
+                    colon = buf.find(b":")
+                    if colon < 0 or not buf[:colon].isdigit():
+                        break
+                    length = int(buf[:colon])
+                    if len(buf) < colon + 1 + length + 1:
+                        break
+                    payload = buf[colon + 1:colon + 1 + length]
+                    buf = buf[colon + 2 + length:]
+                    self._dispatch(json.loads(payload))
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self.cond:
+                self.closed = True
+                self.cond.notify_all()
+
+    def _dispatch(self, message: dict) -> None:
+        if message.get("event"):
+            self.on_event(message)
+        elif message.get("response"):
+            with self.cond:
+                self.responses[str(message.get("token"))] = message
+                self.cond.notify_all()
+
+    def command(self, command: str, params: str = "", timeout: float = 5.0) -> dict:
+        token = f"t{next(self.tokens)}"
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        self.sock.sendall(str(len(body)).encode() + b":" + body + b",")
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while token not in self.responses:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.closed:
+                    raise PhoneError(f"baresip did not answer {command!r}.",
+                                     cause="the softphone stopped or is stuck")
+                self.cond.wait(remaining)
+            return self.responses.pop(token)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+@dataclass
+class Call:
+    """One call of a phone, followed through baresip's events."""
+
+    phone: "Softphone"
+    peer: str
+    direction: str
+    id: str | None = None
+    events: list[dict] = field(default_factory=list)
+
+    def _has(self, kind: str) -> bool:
+        return any(e.get("type") == kind for e in self.events)
+
+    def wait_established(self, timeout: float = 10.0) -> "Call":
+        self.phone._wait(lambda: self._has("CALL_ESTABLISHED") or self._has("CALL_CLOSED"), timeout,
+                         f"call to {self.peer} to be answered")
+        if not self._has("CALL_ESTABLISHED"):
+            closed = next(e for e in self.events if e.get("type") == "CALL_CLOSED")
+            raise PhoneError(f"The call to {self.peer} was closed before being answered: "
+                             f"{closed.get('param') or closed}",
+                             hint="look at the SIP ladder of a capture, and the PBX log")
+        return self
+
+    def wait_closed(self, timeout: float = 30.0) -> "Call":
+        self.phone._wait(lambda: self._has("CALL_CLOSED"), timeout, f"call with {self.peer} to end")
+        return self
+
+    @property
+    def established(self) -> bool:
+        return self._has("CALL_ESTABLISHED") and not self._has("CALL_CLOSED")
+
+    @property
+    def media_encryption(self) -> str | None:
+        """The SRTP suite baresip reported (``CALL_MENC``), if any."""
+        for event in self.events:
+            if event.get("type") == "CALL_MENC":
+                return event.get("param")
+        return None
+
+    def hangup(self) -> "Call":
+        if not self._has("CALL_CLOSED"):
+            self.phone.command("hangup", self.id or "")
+            self.wait_closed(10)
+        return self
+
+
+class Softphone(Daemon):
+    """A baresip softphone of the lab, known by its phone name (``alice``)."""
+
+    ready_timeout = 10.0
+
+    def __init__(self, *, name: str, extension: str, namespace: Namespace, rootfs: Path,
+                 config_dir: Path, record_dir: Path, audio_file: Path, etc_dir: Path,
+                 log_path: Path, record: LabRecord,
+                 registrar_holds: Callable[[], bool] | None = None):
+        self.phone_name = name
+        self.registrar_holds = registrar_holds
+        self.extension = extension
+        self.config_dir = config_dir
+        self.record_dir = record_dir
+        self.audio_file = audio_file
+        self.events: deque[dict] = deque(maxlen=500)
+        self.calls: list[Call] = []
+        self._ctrl: _CtrlConnection | None = None
+        self._cond = threading.Condition()
+        record_dir.mkdir(parents=True, exist_ok=True)
+        sandbox = Sandbox(
+            rootfs=rootfs, hostname=name, etc_dir=etc_dir,
+            ro_binds=[(audio_file, "/srv/phone/say.wav")],
+            binds=[(config_dir, "/srv/phone/conf"), (record_dir, "/srv/phone/rec")],
+        )
+        super().__init__(f"{name}/baresip", namespace, sandbox,
+                         ["baresip", "-f", "/srv/phone/conf"], log_path, record)
+
+    # -- lifecycle hooks ---------------------------------------------------------------
+    def ready(self) -> bool:
+        try:
+            self._connect()
+            return True
+        except OSError:
+            return False
+
+    def request_stop(self) -> None:
+        # baresip treats SIGTERM as its orderly shutdown (it de-registers, then exits);
+        # the ctrl_tcp "quit" command waited 3 s for the same result.
+        daemon = self.payload()
+        if daemon is not None:
+            daemon.terminate()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._ctrl is not None:
+            self._ctrl.close()
+            self._ctrl = None
+
+    def _connect(self) -> _CtrlConnection:
+        if self._ctrl is None or self._ctrl.closed:
+            sock = self.namespace.socket()
+            sock.settimeout(1)
+            sock.connect(("127.0.0.1", CTRL_PORT))
+            sock.settimeout(None)
+            self._ctrl = _CtrlConnection(sock, self._on_event)
+        return self._ctrl
+
+    # -- commands and events -------------------------------------------------------------
+    def command(self, command: str, params: str = "", timeout: float = 5.0) -> dict:
+        """Send a baresip command (the ``menu`` module's: dial, hangup, reginfo, quit…)."""
+        if not self.running():
+            raise PhoneError(f"Softphone {self.phone_name} is not running.",
+                             hint=f"read its log: {self.log_path}")
+        answer = self._connect().command(command, params, timeout)
+        if not answer.get("ok", False):
+            raise PhoneError(f"baresip refused {command} {params}: {answer.get('data')}")
+        return answer
+
+    def _on_event(self, event: dict) -> None:
+        with self._cond:
+            self.events.append(event)
+            call_id = event.get("id")
+            if call_id and event.get("class") == "call":
+                call = next((c for c in self.calls if c.id == call_id), None)
+                if call is None:
+                    # An outgoing call learns its id from its first event; an incoming one
+                    # is new.
+                    call = next((c for c in self.calls if c.id is None
+                                 and c.direction == event.get("direction")), None)
+                    if call is None:
+                        call = Call(self, event.get("peeruri", ""), event.get("direction", "incoming"))
+                        self.calls.append(call)
+                    call.id = call_id
+                call.events.append(event)
+            self._cond.notify_all()
+
+    def _wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not condition():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PhoneError(f"{self.phone_name}: timed out after {timeout:g} s waiting for {what}.",
+                                     hint=f"its log: {self.log_path}; the PBX log; a capture")
+                self._cond.wait(remaining)
+
+    @property
+    def registered(self) -> bool | None:
+        """What baresip last reported about its registration: True (REGISTER_OK), False
+        (REGISTER_FAIL, UNREGISTERING) or None when it reported nothing since the control
+        connection opened (the first registration often completes before that)."""
+        with self._cond:  # the control connection's thread appends events
+            events = list(self.events)
+        for event in reversed(events):
+            kind = event.get("type")
+            if kind == "REGISTER_OK":
+                return True
+            if kind in ("REGISTER_FAIL", "UNREGISTERING"):
+                return False
+        return None
+
+    def register_again(self, timeout: float = 5.0) -> bool:
+        """Register now; True when the registrar accepted it (REGISTER_OK), False if not.
+
+        baresip 1.1 has no re-register command, so the user agent is dropped and
+        re-created.  A phone that failed to register retries only after a back-off; in a
+        lab where the student just fixed the network, waiting would hide cause and effect.
+
+        Dropping a registered agent sends an un-REGISTER (``expires=0``) for a Contact the
+        new agent usually reuses: baresip names it after the agent's memory address, which
+        the allocator hands out again.  A registrar that handles requests in parallel
+        (PJSIP's thread pool) may apply that un-REGISTER *after* the new REGISTER and
+        remove the fresh binding (RFC 3261 §10.3: each REGISTER is processed on its own).
+        Given ``registrar_holds`` (the lab passes a check asking its PBX whether it holds
+        this phone's binding), the new agent is created only once the old binding is gone,
+        or after :data:`UNREGISTER_WAIT` seconds.
+        """
+        account = (self.config_dir / "accounts").read_text().strip()
+        aor = account.split("<", 1)[1].split(">", 1)[0]
+        # A phone whose last registration failed sends no un-REGISTER: nothing to wait for,
+        # even if the registrar still holds an older binding.
+        holds = self.registrar_holds
+        must_wait = holds is not None and self.registered is not False and holds()
+        self.command("uadel", aor)
+        if must_wait:
+            deadline = time.monotonic() + UNREGISTER_WAIT
+            while holds() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        seen = len(self.events)
+        self.command("uanew", account)
+        outcome: list[str] = []
+
+        def decided() -> bool:
+            for event in list(self.events)[seen:]:
+                if event.get("type") in ("REGISTER_OK", "REGISTER_FAIL"):
+                    outcome.append(event["type"])
+                    return True
+            return False
+        try:
+            self._wait(decided, timeout, "the registrar's answer")
+        except PhoneError:
+            return False
+        return outcome[0] == "REGISTER_OK"
+
+    def call(self, target: str) -> Call:
+        """Dial an extension (``"6000"``) or a SIP URI; returns the :class:`Call`."""
+        call = Call(self, target, "outgoing")
+        with self._cond:
+            # An earlier outgoing call that never got an id (it failed before baresip
+            # reported anything) must not capture this call's events.
+            for earlier in self.calls:
+                if earlier.id is None:
+                    earlier.id = "(never identified)"
+            self.calls.append(call)
+        self.command("dial", target)
+        return call
+
+    def last_call(self) -> Call | None:
+        return self.calls[-1] if self.calls else None
+
+    def recordings(self) -> list[Path]:
+        """The WAV files of received audio (``…-dec.wav``), oldest first."""
+        return sorted(self.record_dir.glob("dump-*-dec.wav"), key=lambda p: p.stat().st_mtime)

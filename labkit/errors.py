@@ -11,9 +11,18 @@ without a traceback; Python callers can catch the precise class.
     ├── LabStateError       a lab is already running, not running, or left over
     ├── NetworkError        a namespace, link or address could not be set up
     ├── DaemonError         a daemon failed to start, become ready or stop
-    │   └── PortInUse       a port a daemon needs is taken
+    │   ├── PortInUse       a port a daemon needs is taken
+    │   └── ReadyTimeout    … it did not become ready in time          (LabTimeout)
     ├── AsteriskError       the Asterisk CLI/AMI refused or failed a command
-    └── CaptureError        a capture file cannot be read or a capture failed
+    │   └── AsteriskTimeout … it did not answer in time                 (LabTimeout)
+    ├── PhoneError          a softphone refused a command or an event did not come
+    │   └── PhoneTimeout    … a call or registration event did not come (LabTimeout)
+    ├── CaptureError        a capture file cannot be read or a capture failed
+    ├── GradingError        releasing or grading cannot proceed
+    └── LabTimeout          anything that did not happen in time: catch this one class
+
+Every timeout of the kit is a :class:`LabTimeout` *and* an error of its own part, so a
+caller can catch either "the phone failed" or "something timed out".
 """
 from __future__ import annotations
 
@@ -74,3 +83,27 @@ class AsteriskError(LabkitError):
 
 class CaptureError(LabkitError):
     """A capture could not be made or a capture file cannot be read."""
+
+
+class PhoneError(LabkitError):
+    """A softphone command failed or an expected call event did not come."""
+
+
+class GradingError(LabkitError):
+    """Releasing or grading cannot proceed (bad layout, unfinished markers, leaks…)."""
+
+
+class LabTimeout(LabkitError):
+    """Something the kit waited for did not happen in time (the one class to catch)."""
+
+
+class ReadyTimeout(DaemonError, LabTimeout):
+    """A daemon did not become ready (or a lab's phones did not register) in time."""
+
+
+class AsteriskTimeout(AsteriskError, LabTimeout):
+    """Asterisk did not answer a CLI command, an AMI action or an awaited event in time."""
+
+
+class PhoneTimeout(PhoneError, LabTimeout):
+    """A softphone did not report the awaited event (answer, registration, hang-up) in time."""

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labkit.errors import LabkitError
+from labkit.errors import GradingError, LabkitError
 
 __all__ = ["GradingError", "GradeReport", "Row", "release", "grade", "release_main", "grade_main"]
 
@@ -67,10 +67,6 @@ _ANY_MARKER = re.compile(r"(BEGIN|END) SOLUTION")
 _KEEP_CELL_META = ("tags", "editable", "deletable")
 _TRIVIAL = {"pass", "return", "break", "continue", "else:", "try:", "finally:", "except:",
             "raise", "return None", "None", "True", "False", "...", *CODE_STUB, MARKDOWN_STUB}
-
-
-class GradingError(LabkitError):
-    """Releasing or grading cannot proceed (bad layout, unfinished markers, leaks…)."""
 
 
 # =========================================================================== release

@@ -17,7 +17,7 @@ import numpy as np
 
 from labkit.analysis import correlate, read_wav
 from labkit.errors import LabkitError
-from labkit.services.baresip import PhoneError
+from labkit.errors import PhoneError
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab

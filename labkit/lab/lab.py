@@ -28,7 +28,7 @@ from labkit import images
 from labkit.net import netns
 from labkit.services.asterisk.service import Asterisk
 from labkit.services.base import ensure_port_free, kill_recorded
-from labkit.errors import DaemonError, EnvironmentProblem, LabStateError
+from labkit.errors import DaemonError, EnvironmentProblem, LabStateError, ReadyTimeout
 from labkit.spec.model import TRACKS, LabSpec, draw_secrets, find_lab_file, load_spec, merge_overrides
 from labkit.net.netns import Namespace
 from labkit.services.baresip import CTRL_PORT, Softphone, render_account, render_config
@@ -368,7 +368,7 @@ class Lab:
                                       hint=f"read its log: {phone.log_path}")
             time.sleep(0.1)
         missing = ", ".join(sorted(wanted - set(registered)))
-        raise DaemonError(f"Extensions {missing} did not register within {timeout:g} s.",
+        raise ReadyTimeout(f"Extensions {missing} did not register within {timeout:g} s.",
                           cause="wrong credentials, a network problem, or the PBX refused them — "
                                 "or a lab broken on purpose (home-pbx starts without port forwards)",
                           hint=f"`labkit cli 'pjsip show contacts'`; logs in {self.logs_dir}; "

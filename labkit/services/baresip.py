@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from labkit.services.base import Daemon, Sandbox
-from labkit.errors import LabkitError
+from labkit.errors import PhoneError, PhoneTimeout
 from labkit.net.netns import Namespace
 from labkit.state import LabRecord
 
@@ -36,10 +36,6 @@ MODULE_DIR = "/usr/lib/baresip/modules"
 # aubridge: a null sound card; srtp: SDES media encryption (later notebooks);
 # menu + ctrl_tcp: remote control; account: reads the accounts file.
 MODULES = ["g711", "aufile", "aubridge", "sndfile", "srtp", "account", "menu", "ctrl_tcp"]
-
-
-class PhoneError(LabkitError):
-    """A softphone command failed or an expected call event did not come."""
 
 
 def render_config(*, address: str, sip_port: int, audio_file: str, record_dir: str) -> str:
@@ -281,7 +277,7 @@ class Softphone(Daemon):
             while not condition():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise PhoneError(f"{self.phone_name}: timed out after {timeout:g} s waiting for {what}.",
+                    raise PhoneTimeout(f"{self.phone_name}: timed out after {timeout:g} s waiting for {what}.",
                                      hint=f"its log: {self.log_path}; the PBX log; a capture")
                 self._cond.wait(remaining)
 

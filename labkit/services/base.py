@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from labkit.errors import DaemonError, EnvironmentProblem, PortInUse
+from labkit.errors import DaemonError, EnvironmentProblem, PortInUse, ReadyTimeout
 from labkit.net.netns import Namespace
 from labkit.state import LabRecord, ProcessRecord
 
@@ -129,7 +129,7 @@ class Daemon:
             if self.ready():
                 return
             time.sleep(0.05)
-        raise DaemonError(f"{self.name} did not become ready within {timeout:g} s.",
+        raise ReadyTimeout(f"{self.name} did not become ready within {timeout:g} s.",
                           cause=self._log_cause(), hint=f"read its log: {self.log_path}")
 
     def _process(self) -> psutil.Process | None:

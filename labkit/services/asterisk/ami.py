@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from panoramisk import Manager
 
-from labkit.errors import AsteriskError
+from labkit.errors import AsteriskError, AsteriskTimeout
 from labkit.net.netns import Namespace
 
 
@@ -186,7 +186,7 @@ class AmiClient:
         except TimeoutError:
             with self._lock:
                 self._waiters = [w for w in self._waiters if w[2] is not future]
-            raise AsteriskError(f"No AMI event {pattern} within {timeout:g} s.") from None
+            raise AsteriskTimeout(f"No AMI event {pattern} within {timeout:g} s.") from None
 
     # -- plumbing -------------------------------------------------------------------------
     def _require_loop(self) -> asyncio.AbstractEventLoop:
@@ -200,7 +200,7 @@ class AmiClient:
             return future.result(timeout)
         except TimeoutError:
             future.cancel()
-            raise AsteriskError(f"AMI did not answer within {timeout:g} s.",
+            raise AsteriskTimeout(f"AMI did not answer within {timeout:g} s.",
                                 hint="is Asterisk running? `labkit status`") from None
 
     def __enter__(self) -> "AmiClient":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from labkit.services.asterisk.ami import AmiClient
 from labkit.services.base import Daemon, Sandbox, log_tail
-from labkit.errors import AsteriskError, DaemonError
+from labkit.errors import AsteriskError, AsteriskTimeout, DaemonError
 from labkit.net.netns import Namespace
 from labkit.services.asterisk.config import SIP_CONFIG, PbxCredentials
 from labkit.state import LabRecord
@@ -100,7 +100,7 @@ class Asterisk(Daemon):
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AsteriskError(f"Asterisk did not answer {command!r} within {timeout:g} s.",
+            raise AsteriskTimeout(f"Asterisk did not answer {command!r} within {timeout:g} s.",
                                 hint=f"read {self.log_dir / 'messages'}") from None
         if check and result.returncode != 0:
             raise AsteriskError(

@@ -12,7 +12,7 @@ import argparse
 import statistics
 import time
 
-from labkit.lab.lab import Lab, leftovers
+from labkit.lab import Lab, leftovers
 
 
 def measure(track: str, runs: int) -> dict[str, list[float]]:

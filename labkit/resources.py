@@ -15,7 +15,7 @@ from pathlib import Path
 def _package_dir(name: str) -> Path:
     # files() gives a Traversable; for a package installed on disk (wheel or editable) it
     # is a real path, which the tools we hand these files to (bwrap, tshark) need.
-    return Path(str(files("labkit").joinpath(name)))
+    return Path(str(files("labkit").joinpath(name))).resolve()
 
 
 def configs_dir() -> Path:

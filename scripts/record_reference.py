@@ -20,7 +20,7 @@ from pathlib import Path
 
 from labkit.teaching import manifest
 from labkit.analysis import rtp_streams, sip_messages
-from labkit.lab.lab import Lab
+from labkit.lab import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"

@@ -32,7 +32,7 @@ def labkit_home(tmp_path_factory):
     previous = os.environ.get("LABKIT_HOME")
     os.environ["LABKIT_HOME"] = str(home)
     yield home
-    from labkit.lab.lab import clean_record
+    from labkit.lab import clean_record
     from labkit.state import recorded_labs
     for record in recorded_labs():
         clean_record(record)
@@ -52,7 +52,7 @@ def lab_name():
 @pytest.fixture
 def make_lab(lab_name):
     """Factory for labs that are always taken down, then checked for leftovers."""
-    from labkit.lab.lab import Lab, leftovers
+    from labkit.lab import Lab, leftovers
 
     made = []
 

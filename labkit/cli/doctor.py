@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import images
-from labkit.spec.model import TRACKS
 
 #: Host tools and the Debian package that brings each.
 TOOLS = {
@@ -29,7 +28,7 @@ class Check:
 def run_checks() -> list[Check]:
     checks = [_root(), _netns()]
     checks += [_tool(tool, package) for tool, package in TOOLS.items()]
-    checks += [_image(track) for track in TRACKS]
+    checks += [_image(image) for image in images.RECIPES]
     checks.append(_leftovers())
     return checks
 

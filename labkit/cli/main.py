@@ -14,13 +14,14 @@ import sys
 from labkit import images
 from labkit.cli import doctor
 from labkit.errors import LabkitError, LabStateError
-from labkit.spec.model import TRACKS, json_schema
+from labkit.spec import json_schema
+from labkit import tracks
 
 
 # Commands that parse their own arguments (and their own --help).
 _DELEGATED = {"replay": ("labkit.analysis.replay", "main"),
-              "release": ("labkit.grading.grade", "release_main"),
-              "grade": ("labkit.grading.grade", "grade_main")}
+              "release": ("labkit.grading", "release_main"),
+              "grade": ("labkit.grading", "grade_main")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="bring a lab up and leave it running")
     up.add_argument("lab", help="a lab name (first-call) or a lab file path")
-    up.add_argument("--track", choices=TRACKS, default="modern",
+    up.add_argument("--track", choices=tracks.NAMES, default=tracks.DEFAULT.name,
                     help="modern = Asterisk 22 + PJSIP; legacy = Asterisk 16 + chan_sip")
     up.add_argument("--name", help="run under another name (two copies side by side)")
     up.add_argument("--no-build", action="store_true",
@@ -85,15 +86,16 @@ def _parser() -> argparse.ArgumentParser:
 
     img = sub.add_parser("images", help="build, list or remove lab images")
     img_sub = img.add_subparsers(metavar="ACTION")
-    build = img_sub.add_parser("build", help="build (or re-use) the images of the given tracks")
-    build.add_argument("tracks", nargs="*", metavar="TRACK",
-                       help=f"{' and/or '.join(TRACKS)} (default: both)")
+    build = img_sub.add_parser("build", help="build (or re-use) the given images")
+    build.add_argument("images", nargs="*", metavar="IMAGE",
+                       help=f"{' and/or '.join(images.RECIPES)} (default: all); an image is named "
+                            "as the track it serves")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=_images_build)
     lst = img_sub.add_parser("list", help="cached images")
     lst.set_defaults(func=_images_list)
     rm = img_sub.add_parser("rm", help="remove cached images")
-    rm.add_argument("track", nargs="?", choices=TRACKS)
+    rm.add_argument("image", nargs="?", choices=sorted(images.RECIPES))
     rm.add_argument("--stale", action="store_true", help="only images of older recipes")
     rm.set_defaults(func=_images_rm)
     img.set_defaults(func=lambda a: img.print_help() or 1)
@@ -111,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 # -- commands ---------------------------------------------------------------------------
 
 def _up(args) -> int:
-    from labkit.lab.lab import Lab
+    from labkit.lab import Lab
     lab = Lab.load(args.lab, track=args.track, name=args.name)
     lab.up(build_images=not args.no_build, wait_registered=not args.no_wait)
     lab.detach()
@@ -121,7 +123,7 @@ def _up(args) -> int:
 
 
 def _down(args) -> int:
-    from labkit.lab.lab import Lab, clean_record
+    from labkit.lab import Lab, clean_record
     from labkit.state import LabRecord
     try:
         lab = Lab.attach(args.name)
@@ -140,7 +142,7 @@ def _down(args) -> int:
 
 
 def _status(args) -> int:
-    from labkit.lab.lab import Lab
+    from labkit.lab import Lab
     from labkit.state import recorded_labs
     records = recorded_labs()
     if args.name:
@@ -184,14 +186,14 @@ def _print_status(status: dict) -> None:
 
 
 def _cli(args) -> int:
-    from labkit.lab.lab import Lab
+    from labkit.lab import Lab
     lab = Lab.attach(args.lab)
     print(lab.pbx.cli(" ".join(args.command)), end="")
     return 0
 
 
 def _clean(args) -> int:
-    from labkit.lab.lab import clean_record
+    from labkit.lab import clean_record
     from labkit.net.netns import existing_namespaces
     from labkit.state import LabRecord, recorded_labs
     records = [LabRecord.load(args.name)] if args.name else recorded_labs()
@@ -223,12 +225,9 @@ def _doctor(args) -> int:
 
 
 def _images_build(args) -> int:
-    unknown = [t for t in args.tracks if t not in TRACKS]
-    if unknown:
-        raise LabStateError(f"Unknown track {', '.join(unknown)}.", hint=f"tracks: {', '.join(TRACKS)}")
-    for track in args.tracks or list(TRACKS):
-        info = images.build_image(track, force=args.force, progress=True)
-        print(f"{track}: {info.path} ({info.size / 1e6:.0f} MB)")
+    for image in args.images or list(images.RECIPES):
+        info = images.build_image(image, force=args.force, progress=True)
+        print(f"{image}: {info.path} ({info.size / 1e6:.0f} MB)")
     return 0
 
 
@@ -243,7 +242,7 @@ def _images_list(args) -> int:
 
 
 def _images_rm(args) -> int:
-    removed = images.remove_image(args.track, stale_only=args.stale)
+    removed = images.remove_image(args.image, stale_only=args.stale)
     print("\n".join(f"removed {p}" for p in removed) or "nothing to remove")
     return 0
 

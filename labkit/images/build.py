@@ -2,16 +2,10 @@
 
 Labs run real Asterisk, SIPp and baresip processes inside network namespaces.  Their
 programs come from a Debian root filesystem that bubblewrap bind-mounts read-only, so
-the host only needs the kernel, bubblewrap and this cache.  There are two *tracks*:
-
-* ``modern`` - Debian testing (forky): Asterisk 22 LTS with PJSIP and SRTP, SIPp 3.8
-  built with TLS, baresip (core modules only, no GUI), dnsmasq.
-* ``legacy`` - Debian bullseye + bullseye-security: Asterisk 16, the last Debian
-  Asterisk that still ships ``chan_sip.so``.
-
-Each track has a :class:`Recipe`.  The recipe's *key* is the first 12 hex digits of the
-sha256 of its canonical JSON, so any change to suite, mirrors, packages, options or
-hooks names a new image and old ones are never silently reused.  The cache layout::
+the host only needs the kernel, bubblewrap and this cache.  What goes into each image is
+its :class:`~labkit.images.recipes.Recipe`; the recipe's key names the image on disk.
+(The image parameters below are called ``track`` for history: an image is named as the
+track it serves, :attr:`labkit.tracks.Track.image`.)  The cache layout::
 
     <cache>/images/<track>-<key>.tar.zst     what mmdebstrap produced (kept to re-extract)
     <cache>/images/<track>-<key>.json        metadata sidecar (same data as the marker)
@@ -48,11 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.errors import EnvironmentProblem, ImageError
+from labkit.images.recipes import RECIPE_VERSION, RECIPES, Recipe
 from labkit.state import recorded_labs
 
 __all__ = [
     "RECIPE_VERSION",
-    "TRACKS",
+    "RECIPES",
     "Recipe",
     "ImageInfo",
     "cache_dir",
@@ -67,181 +62,10 @@ __all__ = [
     "verify_image",
 ]
 
-#: Bump when the way images are built changes in a way the recipe fields do not show
-#: (e.g. a new extraction step); it is part of every key, so all images get rebuilt.
-RECIPE_VERSION = 1
-
 DEFAULT_CACHE = Path("/var/cache/labkit")
 MARKER = ".labkit-image.json"
 REQUIRED_TOOLS = ("mmdebstrap", "zstd", "tar")
 INSTALL_HINT = "apt-get install mmdebstrap zstd"
-
-# The machine's clock may be ahead of the mirror's Release files; apt then refuses them
-# as "expired".  testing's Release carries a Valid-Until one week after its Date; the
-# bullseye and bullseye-security Release files (Nov 2026) carry none, so the option is
-# only needed for modern but harmless for legacy.  Recommends are off so that the image
-# holds exactly what --include asks for plus hard dependencies.
-_APTOPTS = (
-    'Acquire::Check-Valid-Until "false"',
-    'APT::Install-Recommends "false"',
-)
-# dpkg path filters (dpkg(1) --path-exclude; the mmdebstrap manual shows this very use):
-# documentation, man pages and translations are a third of a minbase system and no lab
-# reads them.  Copyright files stay, as Debian's licences ask.
-_DPKGOPTS = (
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",
-    "path-exclude=/usr/share/locale/*",
-    "path-include=/usr/share/locale/locale.alias",
-)
-# mmdebstrap --customize-hook runs on the host with the chroot directory as "$1" after
-# all packages are installed.  mmdebstrap itself already removes apt's package lists and
-# downloaded .debs afterwards (its "cleaning package lists and apt cache" step).
-_HOOKS = (
-    # /etc/hosts belongs to netbase, which minbase does not install (legacy has none;
-    # modern gets it only through python3, a dependency of sip-tester).  Without it
-    # Asterisk logs getaddrinfo() errors for "localhost".  Written the same everywhere.
-    "printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n'"
-    ' > "$1/etc/hosts"',
-    # Logs of the build itself and files dpkg leaves only for upgrades: pure size.
-    'rm -rf "$1"/var/log/apt "$1"/var/log/dpkg.log "$1"/var/log/alternatives.log'
-    ' "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old',
-)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that decides the content of an image, plus how to check it.
-
-    Only the build inputs enter :attr:`key`; the ``expect_*`` fields describe what
-    :func:`verify_image` checks and can change without a rebuild.
-    """
-
-    suite: str
-    mirrors: tuple[str, ...]
-    packages: tuple[str, ...]
-    aptopts: tuple[str, ...] = _APTOPTS
-    dpkgopts: tuple[str, ...] = _DPKGOPTS
-    hooks: tuple[str, ...] = _HOOKS
-    variant: str = "minbase"
-    recipe_version: int = RECIPE_VERSION
-    # -- verification only (not part of the key) --
-    #: Paths relative to the rootfs; "a|b" means either, "*" globs (multiarch dirs).
-    expect_files: tuple[str, ...] = field(default=(), compare=False)
-    #: (dpkg package, label in the versions dict, required upstream version prefix)
-    expect_versions: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
-    #: (binary path, byte string that must occur in it), e.g. a TLS library it links.
-    expect_linked: tuple[tuple[str, str], ...] = field(default=(), compare=False)
-
-    def build_spec(self) -> dict:
-        """The build inputs as plain JSON data (what the key is made of)."""
-        return {
-            "suite": self.suite,
-            "mirrors": list(self.mirrors),
-            "packages": sorted(self.packages),
-            "aptopts": list(self.aptopts),
-            "dpkgopts": list(self.dpkgopts),
-            "hooks": list(self.hooks),
-            "variant": self.variant,
-            "recipe_version": self.recipe_version,
-        }
-
-    @property
-    def key(self) -> str:
-        """First 12 hex digits of sha256 over the canonical JSON of :meth:`build_spec`."""
-        canonical = json.dumps(self.build_spec(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-    def mmdebstrap_args(self, output: Path) -> list[str]:
-        """The mmdebstrap command line that builds this recipe into ``output``.
-
-        ``--mode=root`` is explicit: we run as root and want real owners and device
-        nodes in the tarball; the output name ending in .tar.zst makes mmdebstrap pick
-        the tar format and pipe it through zstd.
-        """
-        args = ["mmdebstrap", "--mode=root", f"--variant={self.variant}"]
-        args += [f"--aptopt={opt}" for opt in self.aptopts]
-        args += [f"--dpkgopt={opt}" for opt in self.dpkgopts]
-        if self.packages:
-            args.append("--include=" + ",".join(self.packages))
-        args += [f"--customize-hook={hook}" for hook in self.hooks]
-        args += [self.suite, str(output), *self.mirrors]
-        return args
-
-
-_ASTERISK_MODS_MODERN = "usr/lib/*/asterisk/modules/"  # multiarch path since Debian 12
-_BARESIP_MODS = "usr/lib/baresip/modules/"
-
-TRACKS: dict[str, Recipe] = {
-    "modern": Recipe(
-        suite="forky",
-        mirrors=("deb http://deb.debian.org/debian forky main",),
-        packages=(
-            # asterisk Depends on asterisk-modules (res_pjsip, chan_pjsip, res_srtp),
-            # asterisk-config and asterisk-core-sounds-en: nothing else is needed.
-            "asterisk",
-            "sip-tester",  # SIPp 3.8, built with TLS, SCTP and PCAP play
-            "baresip-core",  # the baresip binary and modules, without the GTK front end
-            "dnsmasq-base",
-            # dnsmasq-base Depends on "systemd | systemd-standalone-sysusers | ...":
-            # naming the small alternative keeps all of systemd out of the image.
-            "systemd-standalone-sysusers",
-            "openssl",
-            "ca-certificates",
-            "iproute2",
-            "procps",
-        ),
-        expect_files=(
-            "usr/sbin/asterisk",
-            *(
-                _ASTERISK_MODS_MODERN + m
-                for m in ("chan_pjsip.so", "res_pjsip.so", "res_srtp.so")
-            ),
-            "usr/bin/sipp",
-            "usr/bin/baresip",
-            *(
-                _BARESIP_MODS + m
-                for m in ("ctrl_tcp.so", "aufile.so", "g711.so", "srtp.so", "sndfile.so")
-            ),
-            "usr/sbin/dnsmasq",
-            "usr/bin/openssl",
-            "usr/bin/ip|bin/ip|usr/sbin/ip",
-            "usr/bin/ps|bin/ps",
-            "etc/hosts",
-        ),
-        expect_versions=(
-            ("asterisk", "asterisk", "22."),
-            ("sip-tester", "sipp", "3.8"),
-            ("baresip-core", "baresip", ""),
-            ("openssl", "openssl", ""),
-            ("dnsmasq-base", "dnsmasq", ""),
-        ),
-        expect_linked=(("usr/bin/sipp", "libssl.so"),),
-    ),
-    "legacy": Recipe(
-        suite="bullseye",
-        mirrors=(
-            "deb http://deb.debian.org/debian bullseye main",
-            "deb http://deb.debian.org/debian-security bullseye-security main",
-        ),
-        packages=("asterisk", "openssl", "iproute2", "procps"),
-        expect_files=(
-            "usr/sbin/asterisk",
-            "usr/lib/asterisk/modules/chan_sip.so",  # removed upstream in Asterisk 21
-            "usr/bin/openssl",
-            "bin/ip|usr/bin/ip",
-            "bin/ps|usr/bin/ps",
-            "etc/hosts",
-        ),
-        expect_versions=(
-            ("asterisk", "asterisk", "16."),
-            ("openssl", "openssl", ""),
-        ),
-    ),
-}
-
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -286,11 +110,11 @@ def images_dir() -> Path:
 
 def _recipe(track: str) -> Recipe:
     try:
-        return TRACKS[track]
+        return RECIPES[track]
     except KeyError:
         raise ImageError(
-            f"unknown image track {track!r}",
-            hint=f"use one of: {', '.join(sorted(TRACKS))}",
+            f"unknown image {track!r}",
+            hint=f"use one of: {', '.join(sorted(RECIPES))}",
         ) from None
 
 
@@ -437,7 +261,7 @@ def remove_image(track: str | None = None, *, stale_only: bool = False) -> list[
             continue
         if stale_only and info.current:
             continue
-        lock = _track_lock(info.track, progress=False) if info.track in TRACKS else _nolock()
+        lock = _track_lock(info.track, progress=False) if info.track in RECIPES else _nolock()
         with lock:
             removed += _remove_files(info.track, info.key)
     if not stale_only:  # logs of failed builds belong to no image
@@ -480,7 +304,7 @@ def verify_image(path: Path | str, track: str) -> dict[str, str]:
         raise ImageError(
             f"the {track} image at {root} is not usable: " + "; ".join(problems),
             cause="the Debian packages changed (renamed, split or a new major version)",
-            hint=f"inspect {root}, adjust TRACKS[{track!r}] in labkit/images.py, "
+            hint=f"inspect {root}, adjust RECIPES[{track!r}] in labkit/images/recipes.py, "
             f"then `labkit images build {track} --force`",
         )
     return versions
@@ -793,7 +617,7 @@ def _mirror_error(track: str, rc: int, log_path: Path) -> ImageError:
     cause = next((why for needles, why in _CAUSES if any(n in joined for n in needles)),
                  "mmdebstrap failed; see the log")
     hint = f"read the full log {log_path}"
-    recipe = TRACKS.get(track)
+    recipe = RECIPES.get(track)
     if recipe is not None and recipe.suite == "bullseye":
         if cause.startswith(("the mirror no longer", "the suite's signature", "mmdebstrap failed")):
             # Debian moves releases past their (LTS) support to archive.debian.org and
@@ -872,7 +696,7 @@ def _info_for(track: str, key: str) -> ImageInfo:
     ready = meta is not None
     meta = meta or _read_json(_sidecar(track, key)) or {}
     tarball = _tarball(track, key)
-    current = track in TRACKS and TRACKS[track].key == key
+    current = track in RECIPES and RECIPES[track].key == key
     return ImageInfo(
         track=track, key=key, path=rootfs, tarball=tarball,
         size=tarball.stat().st_size if tarball.exists() else 0,

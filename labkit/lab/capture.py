@@ -9,48 +9,16 @@ flushes and closes a complete file.  Files stay in the lab's ``captures/`` direc
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labkit.services.base import Daemon
 from labkit.errors import CaptureError, EnvironmentProblem
+from labkit.services.dumpcap import Dumpcap
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
-
-PCAP_HEADER_SIZE = 24
-
-
-class Dumpcap(Daemon):
-    """dumpcap writing one pcap file in one namespace."""
-
-    ready_timeout = 5.0
-
-    def __init__(self, lab: "Lab", place: str, path: Path, capture_filter: str | None):
-        dumpcap = shutil.which("dumpcap")
-        if dumpcap is None:
-            raise EnvironmentProblem("dumpcap is missing: captures need it.",
-                                     hint="apt-get install wireshark-common tshark")
-        is_network = place in {n.name for n in lab.spec.networks}
-        interface = "br0" if is_network else "any"
-        # -P: classic pcap, the format every tool reads; -q: no packet counter on stderr.
-        program = [dumpcap, "-q", "-i", interface, "-P", "-w", str(path)]
-        if capture_filter:
-            program += ["-f", capture_filter]
-        self.path = path
-        super().__init__(f"{place}/dumpcap", lab.namespace(place), None, program,
-                         lab.logs_dir / "captures" / f"{path.stem}.log", lab.record)
-
-    def ready(self) -> bool:
-        return self.path.exists() and self.path.stat().st_size >= PCAP_HEADER_SIZE
-
-    def request_stop(self) -> None:
-        daemon = self.payload()
-        if daemon is not None:
-            daemon.send_signal(signal.SIGINT)
 
 
 class Capture:
@@ -71,7 +39,13 @@ class Capture:
         for path in self.files.values():
             if path.exists():
                 path.unlink()
-        self.dumpcaps = [Dumpcap(lab, place, path, capture_filter) for place, path in self.files.items()]
+        networks = {n.name for n in lab.spec.networks}
+        context = lab.context(build_images=False)
+        self.dumpcaps = [
+            Dumpcap(context.service_context(place, Dumpcap.kind, image=None, directory="captures"),
+                    path=path, interface="br0" if place in networks else "any",
+                    capture_filter=capture_filter)
+            for place, path in self.files.items()]
 
     def start(self) -> "Capture":
         try:

@@ -1,114 +1,96 @@
-"""A running lab: the model brought to life, and taken down again without leftovers.
+"""A running lab: the lab file brought to life, and taken down again without leftovers.
 
->>> with Lab.load("first-call", track="legacy") as lab:
+>>> with Lab.load("first-call", track=tracks.LEGACY) as lab:
 ...     lab.pbx.cli("sip show peers")
 ...     call = lab.phone("bob").call("6000").wait_established()
 ...     call.hangup()
 
-``up`` builds, in this order, recording each thing *before* making it: namespaces (one
-per network as a switch, one per host), veth links, addresses and routes, the hosts file,
-the rendered configuration, Asterisk (ready when fully booted), the softphones (ready when
-the PBX lists them as registered).  ``down`` undoes it in reverse and also runs on an
-exception, on Ctrl-C, and at interpreter exit; after a SIGKILL, ``labkit clean`` follows
-the record.  ``Lab.attach(name)`` takes over a lab that another process brought up.
+``up`` does, in this order, recording each thing *before* making it: claims the lab's
+record, draws the run's secrets, asks every service module what the lab file calls for
+(:data:`labkit.services.PROVIDERS`), builds the network (a namespace per network as a
+switch and per host, veth links, addresses, routes, NAT boxes), starts the requested
+captures, writes the lab's hosts file, renders every service's files, checks every port,
+then starts the services in the order their needs give, each ready before the next wave
+(Asterisk when fully booted, phones when their control socket answers), and waits for the
+phones to be registered.  ``down`` stops the services and removes what the record lists;
+it also runs on an exception, on Ctrl-C and at interpreter exit; after a SIGKILL,
+``labkit clean`` follows the record.  ``Lab.attach(name)`` takes over a lab that another
+process brought up.
 """
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import ipaddress
+import dataclasses
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from labkit import images
-from labkit.net import netns
-from labkit.services.asterisk.service import Asterisk
-from labkit.services.base import ensure_port_free, kill_recorded
+from labkit import images, services, tracks
 from labkit.errors import DaemonError, EnvironmentProblem, LabStateError, ReadyTimeout
-from labkit.spec.model import TRACKS, LabSpec, draw_secrets, find_lab_file, load_spec, merge_overrides
+from labkit.lab.cleanup import clean_record
+from labkit.net import netns
+from labkit.net.host import Host
+from labkit.net.natbox import NatBox
 from labkit.net.netns import Namespace
-from labkit.services.baresip import CTRL_PORT, Softphone, render_account, render_config
-from labkit.services.asterisk.config import PbxCredentials, render_pbx
-from labkit.services.speech import sentence_wav
+from labkit.services.asterisk import Asterisk
+from labkit.services.base import Credentials, LabContext, Service, check_ports, start_order
+from labkit.services.baresip import Softphone
+from labkit.services.dnsmasq import DnsServer
+from labkit.services.sipp import SippResult, SippRun
+from labkit.spec import LabSpec, draw_secrets, find_lab_file, load_spec, merge_overrides
 from labkit.state import LabRecord, lab_dir, namespace_prefix, recorded_labs
 
 REGISTRATION_TIMEOUT = 10.0
-
-
-class Host:
-    """A lab host as seen from Python: its namespace and how to run things in it."""
-
-    def __init__(self, lab: "Lab", name: str):
-        self.lab = lab
-        self.name = name
-        self.namespace = Namespace(namespace_prefix(lab.name) + name)
-        self.spec = lab.spec.host(name)
-
-    @property
-    def address(self) -> ipaddress.IPv4Address:
-        return self.spec.interfaces[0].address
-
-    def run(self, argv: list[str], check: bool = True, timeout: float = 30):
-        """Run a host command (from the machine, e.g. ``ping``, ``ss``) in this host's namespace."""
-        return self.namespace.run(argv, check=check, timeout=timeout)
-
-    def __repr__(self) -> str:
-        return f"<Host {self.name} {self.address}>"
+AMI_USER = "labkit"
 
 
 class Lab:
     """One lab: a spec, a track, a name (default: the spec's), and its running parts."""
 
-    def __init__(self, spec: LabSpec, track: str = "modern", name: str | None = None,
-                 lab_file: Path | None = None):
-        if track not in TRACKS:
-            raise LabStateError(f"Unknown track {track!r}.", hint=f"use one of: {', '.join(TRACKS)}")
+    def __init__(self, spec: LabSpec, track: str | tracks.Track = tracks.DEFAULT,
+                 name: str | None = None, lab_file: Path | None = None,
+                 overrides: dict | None = None):
         self.spec = spec
-        self.track = track
+        self.track = tracks.get(track)
         self.name = name or spec.name
         self.lab_file = lab_file
+        self.overrides: dict = overrides or {}
         self.record = LabRecord(name=self.name)
-        self.pbx: Asterisk | None = None
-        self.dns = None  # a DnsServer when the lab declares one
-        self.phones: dict[str, Softphone] = {}
-        self.credentials: PbxCredentials | None = None
+        self.credentials: Credentials | None = None
+        self.services: list[Service] = []
         self.captures: list = []
-        self.overrides: dict = {}
         self.owner = False
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def load(cls, lab: str | Path, track: str = "modern", name: str | None = None,
-             overrides: dict | None = None) -> "Lab":
+    def load(cls, lab: str | Path, track: str = tracks.DEFAULT.name, name: str | None = None,
+             overrides: dict | None = None) -> Lab:
         """Read and validate a lab file (by name, ``first-call``, or path).
 
         ``overrides`` changes the lab file's values for this run only, e.g.
-        ``{"pbx": {"direct_media": True}}`` (see :func:`labkit.model.load_spec`).
+        ``{"pbx": {"direct_media": True}}`` (see :func:`labkit.spec.load_spec`).
         """
         path = find_lab_file(lab)
-        lab_obj = cls(load_spec(path, overrides), track=track, name=name, lab_file=path)
-        lab_obj.overrides = overrides or {}
-        return lab_obj
+        return cls(load_spec(path, overrides), track=track, name=name, lab_file=path,
+                   overrides=overrides)
 
     @classmethod
-    def attach(cls, name: str | None = None) -> "Lab":
+    def attach(cls, name: str | None = None) -> Lab:
         """The running lab recorded under ``name`` (or the only one running)."""
         record = _find_record(name)
         overrides = record.info.get("overrides") or None
         lab = cls(load_spec(record.lab_file, overrides), track=record.track, name=record.name,
-                  lab_file=Path(record.lab_file))
+                  lab_file=Path(record.lab_file), overrides=overrides)
         lab.record = record
-        lab.credentials = PbxCredentials(**record.info["credentials"])
-        lab._build_daemons(images.ensure_image(record.track, build=False, progress=False),
-                           images.ensure_image("modern", build=False, progress=False))
+        lab.credentials = Credentials(**record.info["credentials"])
+        lab.services = lab._make_services(build_images=False, progress=False)
         by_name = {p.name: p for p in record.processes}
-        for daemon in lab._daemons():
-            if daemon.name in by_name:
-                daemon.attach(by_name[daemon.name])
+        for service in lab.services:
+            if service.name in by_name:
+                service.attach(by_name[service.name])
         return lab
 
     # -- places -----------------------------------------------------------------------------
@@ -137,21 +119,46 @@ class Lab:
     def run_dir(self) -> Path:
         return self.dir / "run"
 
-    def host(self, name: str):
+    def namespace(self, host_or_network: str) -> Namespace:
+        return Namespace(namespace_prefix(self.name) + host_or_network)
+
+    # -- its parts --------------------------------------------------------------------------
+    def _service_of(self, kind: type[Service]) -> Service | None:
+        return next((s for s in self.services if isinstance(s, kind)), None)
+
+    @property
+    def pbx(self) -> Asterisk | None:
+        """The lab's Asterisk."""
+        return self._service_of(Asterisk)
+
+    @property
+    def dns(self) -> DnsServer | None:
+        """The lab's DNS server (dnsmasq), when the lab file declares one."""
+        return self._service_of(DnsServer)
+
+    @property
+    def phones(self) -> dict[str, Softphone]:
+        return {s.phone_name: s for s in self.services if isinstance(s, Softphone)}
+
+    def phone(self, name: str) -> Softphone:
+        phones = self.phones
+        if name not in phones:
+            raise LabStateError(f"No phone {name!r} in lab {self.name}.",
+                                hint=f"phones: {', '.join(phones) or 'none'}")
+        return phones[name]
+
+    def host(self, name: str) -> Host:
         """A host of the lab; an ISP box (a host with ``nat:``) comes as a :class:`NatBox`."""
         if name not in {h.name for h in self.spec.hosts}:
             raise LabStateError(f"No host {name!r} in lab {self.name}.",
                                 hint=f"hosts: {', '.join(h.name for h in self.spec.hosts)}")
-        if self.spec.host(name).nat is not None:
-            from labkit.net.natbox import NatBox
-            return NatBox(self, name)
-        return Host(self, name)
-
-    def phone(self, name: str) -> Softphone:
-        if name not in self.phones:
-            raise LabStateError(f"No phone {name!r} in lab {self.name}.",
-                                hint=f"phones: {', '.join(self.phones) or 'none'}")
-        return self.phones[name]
+        spec = self.spec.host(name)
+        if spec.nat is None:
+            return Host(spec, self.namespace(name))
+        neighbours = [self.namespace(h.name) for h in self.spec.hosts if h.name != name
+                      and any(i.network == spec.nat.outside for i in h.interfaces)]
+        return NatBox(spec, self.namespace(name), networks={n.name: n for n in self.spec.networks},
+                      record=self.record, wan_neighbours=neighbours)
 
     def capture(self, *places: str, name: str | None = None, capture_filter: str | None = None):
         """Capture on hosts and/or networks: ``with lab.capture("pbx", "alice") as cap:``."""
@@ -164,13 +171,26 @@ class Lab:
         self.captures.append(capture)
         return capture
 
-    def namespace(self, host_or_network: str) -> Namespace:
-        return Namespace(namespace_prefix(self.name) + host_or_network)
+    def sipp(self, host: str, scenario: str, *, extension: str, secret: str | None = None,
+             target: str | None = None, local_port: int = 5070, timeout: float = 15.0,
+             keys: dict[str, str] | None = None) -> SippResult:
+        """Run one call of ``configs/sipp/<scenario>.xml`` from ``host`` (against the PBX
+        unless ``target`` says otherwise), as ``extension`` with its secret of this run
+        (pass a wrong ``secret`` to see the registrar refuse it)."""
+        pbx = self.spec.pbx
+        run = SippRun(
+            self.context(build_images=False).service_context(host, SippRun.kind,
+                                                              image=tracks.TOOLS_IMAGE),
+            scenario=scenario, target=target or f"{self.spec.address_of(pbx.host)}:{pbx.sip_port}",
+            address=str(self.spec.address_of(host)), user=extension,
+            auth=(extension, secret if secret is not None else self.credentials.secrets[extension]),
+            local_port=local_port, timeout=timeout, keys=keys)
+        return run.run()
 
     # -- up -----------------------------------------------------------------------------
     def up(self, *, build_images: bool = True, progress: bool = True,
            capture: tuple[str, ...] = (), capture_name: str = "lab",
-           wait_registered: bool = True) -> "Lab":
+           wait_registered: bool = True) -> Lab:
         """Bring the whole lab up; on any failure take down what was made, then raise.
 
         ``capture=("lan",)`` starts a capture on those hosts/networks once the network
@@ -178,26 +198,25 @@ class Lab:
         captures do); it is ``lab.captures[0]`` and stops at ``down`` or ``.stop()``.
         """
         _require_root()
-        rootfs = images.ensure_image(self.track, build=build_images, progress=progress)
-        phone_rootfs = images.ensure_image("modern", build=build_images, progress=progress) \
-            if self.spec.phones or self.spec.dns else rootfs
+        # Images first (building one takes a while, and may fail): nothing exists yet.
+        for image in self.images_needed():
+            images.ensure_image(image, build=build_images, progress=progress)
         self._claim()
         try:
+            self._draw_credentials()
+            self.services = self._make_services(build_images=False, progress=False)
             self._build_network()
             if capture:
                 self.capture(*capture, name=capture_name).start()
-            self._write_files()
-            self._build_daemons(rootfs, phone_rootfs)
-            self._check_ports()
-            if self.dns is not None:  # names must resolve before Asterisk and phones start
-                self.dns.start()
-                self.dns.wait_ready()
-            self.pbx.start()
-            self.pbx.wait_ready()
-            for phone in self.phones.values():
-                phone.start()
-            for phone in self.phones.values():
-                phone.wait_ready()
+            self._write_lab_files()
+            for service in self.services:
+                service.render()
+            check_ports(self.services)
+            for wave in start_order(self.services):
+                for service in wave:
+                    service.start()
+                for service in wave:
+                    service.wait_ready()
             if wait_registered:  # a lab broken on purpose (NAT) may not register yet
                 self.wait_registered()
         except BaseException:
@@ -227,11 +246,49 @@ class Lab:
         for sub in ("run", "config", "logs", "recordings", "captures"):
             shutil.rmtree(self.dir / sub, ignore_errors=True)
         self.record = LabRecord(name=self.name, lab_file=str(self.lab_file or ""),
-                                track=self.track, owner_pid=os.getpid())
+                                track=self.track.name, owner_pid=os.getpid())
         self.record.info["overrides"] = self.overrides
         self.record.add_temp_dir(self.run_dir)
         self.owner = True
         atexit.register(self._down_at_exit)
+
+    def _draw_credentials(self) -> None:
+        """The run's secrets: the lab file's, else random ones (never ``secret=test``)."""
+        self.credentials = Credentials(secrets=draw_secrets(self.spec), ami_user=AMI_USER,
+                                       ami_secret=secrets.token_urlsafe(16))
+        self.record.info["credentials"] = {"secrets": self.credentials.secrets,
+                                           "ami_user": AMI_USER,
+                                           "ami_secret": self.credentials.ami_secret}
+        self.record.save()
+
+    def context(self, *, build_images: bool = False, progress: bool = False) -> LabContext:
+        """What service modules are given (see :class:`~labkit.services.base.LabContext`)."""
+        return LabContext(
+            name=self.name, spec=self.spec, track=self.track, credentials=self.credentials,
+            record=self.record, dir=self.dir, etc_dir=self.etc_dir,
+            rootfs=lambda image: images.ensure_image(image, build=build_images, progress=progress))
+
+    def images_needed(self) -> set[str]:
+        """The images this lab's services run from (the service modules say which)."""
+        wanted: set[str] = set()
+
+        def note(image: str) -> Path:
+            wanted.add(image)
+            return Path("/nonexistent")
+        context = self.context()
+        dry_run = Credentials(secrets=draw_secrets(self.spec), ami_user=AMI_USER, ami_secret="")
+        _provide(dataclasses.replace(context, rootfs=note, credentials=self.credentials or dry_run))
+        return wanted
+
+    def _make_services(self, *, build_images: bool, progress: bool) -> list[Service]:
+        made = _provide(self.context(build_images=build_images, progress=progress))
+        pbx = next((s for s in made if isinstance(s, Asterisk)), None)
+        for phone in made:
+            if isinstance(phone, Softphone) and pbx is not None:
+                # Re-registering waits for the PBX to drop the old binding (see
+                # Softphone.register_again): the phone asks its registrar through this.
+                phone.registrar_holds = _holds(pbx, phone.extension)
+        return made
 
     def _build_network(self) -> None:
         spec = self.spec
@@ -257,7 +314,7 @@ class Lab:
             if host.nat is not None:
                 self.host(host.name).apply()
 
-    def _write_files(self) -> None:
+    def _write_lab_files(self) -> None:
         spec = self.spec
         self.run_dir.mkdir(parents=True, exist_ok=True)
         hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
@@ -268,89 +325,16 @@ class Lab:
         # own loopback, where queries fail at once.
         nameserver = spec.address_of(spec.dns.host) if spec.dns else "127.0.0.1"
         (self.etc_dir / "resolv.conf").write_text(f"nameserver {nameserver}\noptions timeout:1 attempts:1\n")
-        secrets = draw_secrets(spec)
-        self.credentials = PbxCredentials(secrets=secrets, ami_user="labkit",
-                                          ami_secret=draw_secrets_ami())
-        self.record.info["credentials"] = {"secrets": secrets, "ami_user": "labkit",
-                                           "ami_secret": self.credentials.ami_secret}
-        self.record.save()
-        render_pbx(spec, self.track, self.credentials, self.config_dir / spec.pbx.host)
-        pbx_address = spec.address_of(spec.pbx.host)
-        codecs = {"ulaw": "PCMU", "alaw": "PCMA", "g722": "G722"}
-        for phone in spec.phones:
-            endpoint = spec.endpoint(phone.extension)
-            conf = self.config_dir / phone.name
-            conf.mkdir(parents=True, exist_ok=True)
-            (conf / "config").write_text(render_config(
-                address=str(spec.address_of(phone.host)), sip_port=phone.sip_port,
-                audio_file="/srv/phone/say.wav", record_dir="/srv/phone/rec"))
-            (conf / "accounts").write_text(render_account(
-                display=endpoint.name, extension=endpoint.extension,
-                registrar=phone.registrar or str(pbx_address),
-                secret=secrets[endpoint.extension],
-                codecs=[codecs[c] for c in spec.pbx.codecs]))
-            (conf / "contacts").write_text("")
-            sentence = self.config_dir / phone.name / "say.wav"
-            sentence_wav(f"Hello, this is {endpoint.name} at extension "
-                         f"{' '.join(endpoint.extension)}. The quick brown fox jumps over the lazy dog.",
-                         sentence, repeat=4)
-
-    def _build_daemons(self, rootfs: Path, phone_rootfs: Path) -> None:
-        spec = self.spec
-        if spec.dns is not None:
-            from labkit.services.dnsmasq import DnsServer
-            self.dns = DnsServer(self, phone_rootfs)
-        pbx_host = spec.pbx.host
-        self.pbx = Asterisk(
-            host=pbx_host, track=self.track, namespace=self.namespace(pbx_host), rootfs=rootfs,
-            config_dir=self.config_dir / pbx_host, state_dir=self.run_dir / pbx_host,
-            log_dir=self.logs_dir / pbx_host, etc_dir=self.etc_dir,
-            credentials=self.credentials, ami_port=spec.pbx.ami_port, record=self.record)
-        for phone in spec.phones:
-            self.phones[phone.name] = Softphone(
-                name=phone.name, extension=phone.extension, namespace=self.namespace(phone.host),
-                rootfs=phone_rootfs, config_dir=self.config_dir / phone.name,
-                record_dir=self.dir / "recordings" / phone.name,
-                audio_file=self.config_dir / phone.name / "say.wav",
-                etc_dir=self.etc_dir,
-                log_path=self.logs_dir / phone.name / "baresip.log", record=self.record,
-                registrar_holds=self._registrar_holds(phone.extension))
-
-    def _registrar_holds(self, extension: str) -> Callable[[], bool]:
-        """Asks the lab's PBX whether ``extension`` is registered (for re-registration)."""
-        return lambda: extension in self.pbx.registered()
-
-    def _check_ports(self) -> None:
-        """Fail with a clear PortInUse before a daemon fails with a cryptic bind error."""
-        pbx = self.spec.pbx
-        pbx_ns = self.namespace(pbx.host)
-        for transport in pbx.transports:
-            ensure_port_free(pbx_ns, pbx.sip_port, transport, "Asterisk (SIP)")
-        ensure_port_free(pbx_ns, pbx.ami_port, "tcp", "Asterisk (AMI)")
-        for phone in self.spec.phones:
-            ensure_port_free(self.namespace(phone.host), phone.sip_port, "udp", f"phone {phone.name}")
-            ensure_port_free(self.namespace(phone.host), CTRL_PORT, "tcp", f"phone {phone.name} (ctrl_tcp)")
-
-    def _daemons(self) -> list:
-        dumpcaps = [d for capture in self.captures for d in capture.dumpcaps]
-        return [d for d in [*dumpcaps, *self.phones.values(), self.pbx, self.dns] if d is not None]
 
     def reconfigure(self, pbx: dict) -> None:
-        """Change PBX settings of the running lab, e.g. ``{"nat": {"symmetric": True}}``.
-
-        The configuration is rendered again (same secrets) and Asterisk restarted: PJSIP
-        transports (where external addresses live) are not reloadable by default, and a
-        restart is the same on both tracks.  Registrations survive in Asterisk's astdb.
-        """
+        """Change PBX settings of the running lab, e.g. ``{"nat": {"symmetric": True}}``;
+        the configuration is rendered again (same secrets) and Asterisk restarted."""
         overrides = merge_overrides(self.overrides, {"pbx": pbx})
         spec = load_spec(self.lab_file, overrides)
         self.spec, self.overrides = spec, overrides
         self.record.info["overrides"] = overrides
         self.record.save()
-        render_pbx(spec, self.track, self.credentials, self.config_dir / spec.pbx.host)
-        self.pbx.stop()
-        self.pbx.start()
-        self.pbx.wait_ready()
+        self.pbx.reconfigure(spec)
 
     # -- state ---------------------------------------------------------------------------
     def wait_registered(self, timeout: float = REGISTRATION_TIMEOUT) -> dict[str, str]:
@@ -369,16 +353,20 @@ class Lab:
             time.sleep(0.1)
         missing = ", ".join(sorted(wanted - set(registered)))
         raise ReadyTimeout(f"Extensions {missing} did not register within {timeout:g} s.",
-                          cause="wrong credentials, a network problem, or the PBX refused them — "
-                                "or a lab broken on purpose (home-pbx starts without port forwards)",
-                          hint=f"`labkit cli 'pjsip show contacts'`; logs in {self.logs_dir}; "
-                               "to bring up a lab whose phones cannot register yet: "
-                               "`labkit up LAB --no-wait` (Python: up(wait_registered=False))")
+                           cause="wrong credentials, a network problem, or the PBX refused them — "
+                                 "or a lab broken on purpose (home-pbx starts without port forwards)",
+                           hint=f"`labkit cli '{self.track.commands.contacts}'`; logs in "
+                                f"{self.logs_dir}; to bring up a lab whose phones cannot register "
+                                "yet: `labkit up LAB --no-wait` (Python: up(wait_registered=False))")
+
+    def _all_services(self) -> list[Service]:
+        dumpcaps = [d for capture in self.captures for d in capture.dumpcaps]
+        return [*dumpcaps, *self.services]
 
     def status(self) -> dict:
         """What runs: hosts with addresses, daemons with pids, registrations, boxes."""
-        daemons = {d.name: (f"running (pid {d.process_record.pid})" if d.running() else "stopped")
-                   for d in self._daemons()}
+        daemons = {s.name: (f"running (pid {s.process_record.pid})" if s.running() else "stopped")
+                   for s in self._all_services()}
         registrations: dict[str, str] = {}
         if self.pbx is not None and self.pbx.running():
             try:
@@ -394,17 +382,17 @@ class Lab:
                                     "forwards": ", ".join(forwards) or "none",
                                     "SIP ALG": "on" if box.nat.sip_alg else "off"}
         return {
-            "lab": self.name, "track": self.track, "dir": str(self.dir),
+            "lab": self.name, "track": self.track.name, "dir": str(self.dir),
             "hosts": {h.name: [str(i.address) for i in h.interfaces] for h in self.spec.hosts},
             "daemons": daemons, "registrations": registrations, "boxes": boxes,
         }
 
     # -- down -----------------------------------------------------------------------------
     def down(self) -> None:
-        """Stop every daemon, delete every namespace and temporary dir this lab recorded."""
-        daemons = self._daemons()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(daemons))) as pool:
-            for future in [pool.submit(d.stop) for d in daemons]:
+        """Stop every service, delete every namespace and temporary dir this lab recorded."""
+        running = self._all_services()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+            for future in [pool.submit(s.stop) for s in running]:
                 try:
                     future.result()
                 except Exception:
@@ -424,7 +412,7 @@ class Lab:
         if self.owner:
             self.down()
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         if not self.owner:
             self.up()
         return self
@@ -433,63 +421,16 @@ class Lab:
         self.down()
 
     def __repr__(self) -> str:
-        return f"<Lab {self.name} track={self.track} dir={self.dir}>"
+        return f"<Lab {self.name} track={self.track.name} dir={self.dir}>"
 
 
-def draw_secrets_ami() -> str:
-    return secrets.token_urlsafe(16)
+def _provide(context: LabContext) -> list[Service]:
+    return [service for provider in services.PROVIDERS for service in provider.provide(context)]
 
 
-def clean_record(record: LabRecord) -> list[str]:
-    """Remove everything a lab record lists; return what was removed (for messages)."""
-    removed = []
-    for proc in list(record.processes):
-        if kill_recorded(proc):
-            removed.append(f"process {proc.pid} ({proc.name})")
-    for name in reversed(record.namespaces):
-        namespace = Namespace(name)
-        if namespace.exists():
-            # Anything still in a namespace we made is ours (e.g. a daemon whose record was
-            # lost mid-write); the namespace identifies it, not its name.
-            for pid in namespace.pids():
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-            namespace.delete()
-            removed.append(f"namespace {name}")
-    for path in record.temp_dirs:
-        if Path(path).exists():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(f"directory {path}")
-    try:
-        record.path.unlink()
-    except FileNotFoundError:
-        pass
-    return removed
-
-
-def leftovers(name: str) -> list[str]:
-    """Everything of lab ``name`` that still exists: namespaces, processes, mounts, dirs.
-
-    Empty after a clean ``down`` or ``labkit clean``; tests assert it, notebooks show it.
-    """
-    found = [f"namespace {n}" for n in netns.existing_namespaces()
-             if n.startswith(namespace_prefix(name))]
-    record = LabRecord.load(name)
-    if record is not None:
-        found.append(f"record {record.path}")
-        found += [f"process {p.pid} ({p.name})" for p in record.processes if p.process() is not None]
-    run = lab_dir(name) / "run"
-    if run.exists():
-        found.append(f"directory {run}")
-    with open("/proc/self/mountinfo") as mounts:
-        for line in mounts:
-            mount_point = line.split()[4]
-            if mount_point.startswith(str(lab_dir(name))) or \
-                    mount_point.startswith(f"/run/netns/{namespace_prefix(name)}"):
-                found.append(f"mount {mount_point}")
-    return found
+def _holds(pbx: Asterisk, extension: str):
+    """A check asking ``pbx`` whether ``extension`` is registered."""
+    return lambda: extension in pbx.registered()
 
 
 def _find_record(name: str | None) -> LabRecord:

@@ -18,13 +18,14 @@ Everything is switchable while the lab runs: ``box.set_forwards(…)``, ``box.se
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
 
 from labkit.errors import LabFileError, NetworkError
-from labkit.spec.model import Nat, PortForward, nat_problems
-
-if TYPE_CHECKING:
-    from labkit.lab.lab import Lab
+from labkit.net.host import Host
+from labkit.net.netns import Namespace
+from labkit.spec.model import Host as HostSpec
+from labkit.spec.model import Nat, Network, PortForward
+from labkit.spec.references import nat_problems
+from labkit.state import LabRecord
 
 TABLE = "labkit_box"
 
@@ -69,24 +70,25 @@ def render_ruleset(nat: Nat, wan_if: str, lan_nets: list[ipaddress.IPv4Network],
     return "\n".join(lines) + "\n"
 
 
-class NatBox:
-    """The running box of a lab, as ``lab.host("box")`` returns it."""
+class NatBox(Host):
+    """The running box of a lab, as ``lab.host("box")`` returns it.
 
-    def __init__(self, lab: "Lab", name: str):
-        from labkit.lab.lab import Host
-        self.host = Host(lab, name)
-        self.lab = lab
-        self.name = name
-        spec = lab.spec.host(name)
-        saved = lab.record.info.get("boxes", {}).get(name)
+    ``networks`` are the lab's networks by name; ``record`` keeps the box's current settings
+    (so that another process attaching to the lab sees them); ``wan_neighbours`` are the
+    namespaces of the hosts on its WAN, told to forget the old address when it changes.
+    """
+
+    def __init__(self, spec: HostSpec, namespace: Namespace, *, networks: dict[str, Network],
+                 record: LabRecord, wan_neighbours: list[Namespace]):
+        super().__init__(spec, namespace)
+        self.networks = networks
+        self.record = record
+        self.wan_neighbours = wan_neighbours
+        saved = record.info.get("boxes", {}).get(self.name)
         self.nat = Nat.model_validate(saved) if saved else spec.nat
-        networks = [iface.network for iface in spec.interfaces]
-        self.wan_if = f"eth{networks.index(self.nat.outside)}"
-        self.lan_nets = [lab.spec.network(n).subnet for n in networks if n != self.nat.outside]
-
-    @property
-    def namespace(self):
-        return self.host.namespace
+        attached = [iface.network for iface in spec.interfaces]
+        self.wan_if = f"eth{attached.index(self.nat.outside)}"
+        self.lan_nets = [networks[n].subnet for n in attached if n != self.nat.outside]
 
     @property
     def public_address(self) -> str:
@@ -112,8 +114,8 @@ class NatBox:
             raise NetworkError(f"The box's rules were refused by nftables: {result.stderr.strip()}",
                                hint="`labkit doctor` checks nft; the rules are in box.ruleset()")
         self.flush_conntrack()
-        self.lab.record.info.setdefault("boxes", {})[self.name] = self.nat.model_dump(mode="json")
-        self.lab.record.save()
+        self.record.info.setdefault("boxes", {})[self.name] = self.nat.model_dump(mode="json")
+        self.record.save()
 
     def flush_conntrack(self) -> None:
         # Without this, a flow that already has an entry (a phone's REGISTER every few
@@ -127,8 +129,8 @@ class NatBox:
         except Exception as exc:
             raise LabFileError(f"Invalid box settings: {exc}") from None
         # The same checks as a lab file: forwards inside the LAN, no overlap.
-        problems = nat_problems(f"hosts[{self.name}].nat", self.lab.spec.host(self.name).model_copy(
-            update={"nat": nat}), {n.name: n for n in self.lab.spec.networks})
+        problems = nat_problems(f"hosts[{self.name}].nat", self.spec.model_copy(update={"nat": nat}),
+                                self.networks)
         if problems:
             raise LabFileError("Invalid box settings:\n" + "\n".join(f"  - {p}: {m}" for p, m in problems),
                                hint="forwards lead to a LAN address and must not overlap")
@@ -159,7 +161,7 @@ class NatBox:
         registered to it — lose the box until something (DDNS) tells them the new one.
         """
         old = self.public_address
-        network = next(n for n in self.lab.spec.networks if n.name == self.nat.outside)
+        network = self.networks[self.nat.outside]
         new = ipaddress.IPv4Address(address)
         if new not in network.subnet:
             raise LabFileError(f"{address} is not in the WAN network {network.subnet}.")
@@ -167,14 +169,13 @@ class NatBox:
         # Delete first: removing a primary address also removes secondaries of its subnet.
         self.namespace.run(["ip", "addr", "del", f"{old}/{prefix}", "dev", self.wan_if])
         self.namespace.run(["ip", "addr", "add", f"{new}/{prefix}", "dev", self.wan_if])
-        gateway = self.lab.spec.host(self.name).gateway
+        gateway = self.spec.gateway
         if gateway is not None:
             self.namespace.run(["ip", "route", "replace", "default", "via", str(gateway)])
         # The ISP now routes the old address elsewhere: hosts on the WAN forget the box's
         # link-layer address for it (else their cached ARP entry would still lead there).
-        for host in self.lab.spec.hosts:
-            if any(iface.network == self.nat.outside for iface in host.interfaces):
-                self.lab.namespace(host.name).run(["ip", "neigh", "flush", "all"], check=False)
+        for neighbour in self.wan_neighbours:
+            neighbour.run(["ip", "neigh", "flush", "all"], check=False)
         self.apply()  # port forwards follow the new public address
         return old
 

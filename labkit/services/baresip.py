@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from labkit.services.base import Daemon, Sandbox
+from labkit.services.base import LabContext, Port, Service, ServiceContext
+from labkit.services.sandbox import Sandbox
+from labkit.services.speech import sentence_wav
+from labkit import tracks
 from labkit.errors import PhoneError, PhoneTimeout
-from labkit.net.netns import Namespace
-from labkit.state import LabRecord
 
 CTRL_PORT = 4444
 #: Longest wait for the registrar to apply a phone's un-REGISTER before it registers again.
@@ -184,33 +185,70 @@ class Call:
         return self
 
 
-class Softphone(Daemon):
+class Softphone(Service):
     """A baresip softphone of the lab, known by its phone name (``alice``)."""
 
+    kind = "baresip"
+    # It registers at start: its registrar must answer (and a name must resolve).
+    needs = ("asterisk", "dnsmasq")
     ready_timeout = 10.0
 
-    def __init__(self, *, name: str, extension: str, namespace: Namespace, rootfs: Path,
-                 config_dir: Path, record_dir: Path, audio_file: Path, etc_dir: Path,
-                 log_path: Path, record: LabRecord,
+    def __init__(self, context: ServiceContext, *, name: str, extension: str, display: str,
+                 address: str, registrar: str, secret: str, codecs: list[str], sip_port: int = 5060,
                  registrar_holds: Callable[[], bool] | None = None):
+        super().__init__(context, name=f"{name}/baresip")
         self.phone_name = name
-        self.registrar_holds = registrar_holds
         self.extension = extension
-        self.config_dir = config_dir
-        self.record_dir = record_dir
-        self.audio_file = audio_file
+        self.display = display
+        self.address = address
+        self.registrar = registrar
+        self.secret = secret
+        self.codecs = codecs
+        self.sip_port = sip_port
+        self.registrar_holds = registrar_holds
+        self.config_dir = context.config_dir
+        self.record_dir = context.recordings_dir
+        self.audio_file = context.config_dir / "say.wav"
         self.events: deque[dict] = deque(maxlen=500)
         self.calls: list[Call] = []
         self._ctrl: _CtrlConnection | None = None
         self._cond = threading.Condition()
-        record_dir.mkdir(parents=True, exist_ok=True)
-        sandbox = Sandbox(
-            rootfs=rootfs, hostname=name, etc_dir=etc_dir,
-            ro_binds=[(audio_file, "/srv/phone/say.wav")],
-            binds=[(config_dir, "/srv/phone/conf"), (record_dir, "/srv/phone/rec")],
-        )
-        super().__init__(f"{name}/baresip", namespace, sandbox,
-                         ["baresip", "-f", "/srv/phone/conf"], log_path, record)
+
+    # -- the declaration ---------------------------------------------------------------
+    def ports(self) -> list[Port]:
+        return [Port("udp", self.sip_port, "SIP"), Port("tcp", CTRL_PORT, "ctrl_tcp")]
+
+    def render(self) -> None:
+        conf = self.config_dir
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "config").write_text(render_config(
+            address=self.address, sip_port=self.sip_port,
+            audio_file="/srv/phone/say.wav", record_dir="/srv/phone/rec"))
+        (conf / "accounts").write_text(render_account(
+            display=self.display, extension=self.extension, registrar=self.registrar,
+            secret=self.secret, codecs=self.codecs))
+        (conf / "contacts").write_text("")
+        # Each phone says something different, which tells the two directions apart.
+        sentence_wav(f"Hello, this is {self.display} at extension {' '.join(self.extension)}. "
+                     "The quick brown fox jumps over the lazy dog.", self.audio_file, repeat=4)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return Sandbox(rootfs=self.context.rootfs, hostname=self.phone_name,
+                       etc_dir=self.context.etc_dir,
+                       ro_binds=[(self.audio_file, "/srv/phone/say.wav")],
+                       binds=[(self.config_dir, "/srv/phone/conf"), (self.record_dir, "/srv/phone/rec")])
+
+    def program(self) -> list[str]:
+        return ["baresip", "-f", "/srv/phone/conf"]
+
+    @property
+    def log_path(self) -> Path:
+        return self.context.log_dir / "baresip.log"
+
+    def start(self) -> None:
+        self.record_dir.mkdir(parents=True, exist_ok=True)
+        super().start()
 
     # -- lifecycle hooks ---------------------------------------------------------------
     def ready(self) -> bool:
@@ -358,3 +396,25 @@ class Softphone(Daemon):
     def recordings(self) -> list[Path]:
         """The WAV files of received audio (``…-dec.wav``), oldest first."""
         return sorted(self.record_dir.glob("dump-*-dec.wav"), key=lambda p: p.stat().st_mtime)
+
+
+#: The SIP names of the lab file's codecs, as baresip's ``audio_codecs`` wants them.
+CODEC_NAMES = {"ulaw": "PCMU", "alaw": "PCMA", "g722": "G722"}
+
+
+def provide(lab: LabContext) -> list[Service]:
+    """One softphone per ``phones:`` entry, from the tools image, registering to the PBX
+    (or to the address the lab file gives: a phone outside reaches the box's public one)."""
+    spec = lab.spec
+    pbx_address = str(spec.address_of(spec.pbx.host))
+    phones: list[Service] = []
+    for phone in spec.phones:
+        endpoint = spec.endpoint(phone.extension)
+        phones.append(Softphone(
+            lab.service_context(phone.host, Softphone.kind, image=tracks.TOOLS_IMAGE,
+                               directory=phone.name),
+            name=phone.name, extension=endpoint.extension, display=endpoint.name,
+            address=str(spec.address_of(phone.host)), registrar=phone.registrar or pbx_address,
+            secret=lab.credentials.secrets[endpoint.extension],
+            codecs=[CODEC_NAMES[c] for c in spec.pbx.codecs], sip_port=phone.sip_port))
+    return phones

@@ -1,109 +1,176 @@
-"""The daemon lifecycle: start in a sandbox inside a namespace, wait ready, stop, escalate.
+"""The lifecycle every daemon of a lab follows, and the small context it is given.
 
-Every daemon of a lab (Asterisk, a softphone, a capture, …) runs from a lab image inside
-its host's network namespace, in a bubblewrap sandbox:
+A :class:`Service` is one daemon (Asterisk, a baresip phone, dnsmasq, dumpcap, SIPp …).
+Each declares, in its own module:
 
-* the image's root filesystem bound read-only at ``/`` (one image serves every lab);
-* private ``/proc`` (its own pid namespace: the daemon is pid 2, bwrap's init pid 1),
-  private ``/tmp`` and ``/run``, its own hostname;
-* its rendered configuration bound read-only, its state directory read-write.
+* where it runs: a host of the lab (its network namespace) and an image (:class:`ServiceContext`);
+* the ports it binds (:meth:`Service.ports`), checked before anything starts;
+* the files it renders into its configuration directory (:meth:`Service.render`);
+* how it starts (:meth:`Service.program`, in a bubblewrap :class:`~labkit.services.sandbox.Sandbox`);
+* when it is ready (:meth:`Service.ready`, polled with a deadline, as the Asterisk testsuite
+  waits for ``core waitfullybooted``);
+* how it stops (:meth:`Service.request_stop`: its own polite way; then SIGTERM to the
+  daemon, then SIGKILL to the sandbox, which takes its whole pid namespace down);
+* what it needs first (:attr:`Service.needs`: kinds of services that must be ready before
+  it starts, when the lab has them).
 
-All mounts live in the sandbox's own mount namespace, so nothing is visible on the host
-afterwards.  The launcher (``ip netns exec … bwrap …``) is a child in a new session, not
-tied to the Python process: a lab brought up by ``labkit up`` outlives the command.  Its pid
-and start time are recorded before we wait on it.
+A service gets a :class:`ServiceContext` — its namespace, its directories, the lab's record
+— never the whole lab: services do not import :mod:`labkit.lab`, so the arrows point one
+way (lab → services → net, spec, images).
 
-Stopping follows the Asterisk testsuite: ask politely (the daemon's own command), then
-SIGTERM to the daemon, then SIGKILL to the sandbox's init, which takes the whole pid
-namespace down with it.
+The launcher (``ip netns exec … bwrap …``) is a child in a new session, not tied to the
+Python process: a lab brought up by ``labkit up`` outlives the command.  Its pid and start
+time are recorded before anything waits on it.
 """
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import psutil
 
-from labkit.errors import DaemonError, EnvironmentProblem, PortInUse, ReadyTimeout
+from labkit.errors import DaemonError, PortInUse, ReadyTimeout
 from labkit.net.netns import Namespace
-from labkit.state import LabRecord, ProcessRecord
+from labkit.services.processes import kill_tree, log_tail, send_signal
+from labkit.services.sandbox import Sandbox
+from labkit.spec.model import LabSpec
+from labkit.state import LabRecord, ProcessRecord, namespace_prefix
+from labkit.tracks import Track
 
 
-@dataclass
-class Sandbox:
-    """A bubblewrap command line: an image root plus the lab's files bound into it."""
+@dataclass(frozen=True)
+class Port:
+    """A port a service binds in its host's namespace."""
 
-    rootfs: Path
-    hostname: str = "lab"
-    ro_binds: list[tuple[Path, str]] = field(default_factory=list)
-    binds: list[tuple[Path, str]] = field(default_factory=list)
-    tmpfs: tuple[str, ...] = ("/tmp", "/run", "/srv")
-    #: The lab's hosts file and resolver configuration, bound over the image's.
-    etc_dir: Path | None = None
-    chdir: str = "/"
-    #: Its own pid namespace (the daemon is pid 2).  SIPp runs without: it builds Call-IDs
-    #: and Via branches from its pid, and a pid that is always 2 makes every run look like
-    #: a retransmission of the previous one to the registrar (RFC 3261 §17.2.3).
-    own_pids: bool = True
-
-    def argv(self, command: list[str]) -> list[str]:
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            raise EnvironmentProblem("bubblewrap (bwrap) is missing: lab daemons run in it.",
-                                     hint="apt-get install bubblewrap")
-        argv = [bwrap, "--ro-bind", str(self.rootfs), "/", "--proc", "/proc", "--dev", "/dev",
-                "--unshare-ipc", "--unshare-uts", "--hostname", self.hostname]
-        if self.own_pids:
-            argv.append("--unshare-pid")
-        for path in self.tmpfs:
-            argv += ["--tmpfs", path]
-        if self.etc_dir is not None:
-            # The image's resolv.conf is the build machine's; a lab must never query a
-            # resolver outside the lab (and waiting for one cost Asterisk 5 s at boot).
-            argv += ["--ro-bind", str(self.etc_dir / "hosts"), "/etc/hosts",
-                     "--ro-bind", str(self.etc_dir / "resolv.conf"), "/etc/resolv.conf"]
-        for src, dst in self.ro_binds:
-            argv += ["--ro-bind", str(src), dst]
-        for src, dst in self.binds:
-            argv += ["--bind", str(src), dst]
-        return argv + ["--chdir", self.chdir, "--"] + command
+    transport: Literal["udp", "tcp"]
+    number: int
+    purpose: str
 
 
-class Daemon:
-    """A long-running process of a lab: subclasses say how it is ready and how it stops."""
+@dataclass(frozen=True)
+class ServiceContext:
+    """What a service knows of its lab: its place and its directories, nothing more."""
 
+    lab: str
+    #: The host (or, for a capture, the network) it runs on.
+    host: str
+    namespace: Namespace
+    #: The image root filesystem it runs from; None for host tools (dumpcap).
+    rootfs: Path | None
+    #: Rendered files: kept after the lab stops, shown in notebooks.
+    config_dir: Path
+    #: Databases, sockets, spools: under the lab's ``run/``, removed when it stops.
+    state_dir: Path
+    log_dir: Path
+    #: What it received and keeps for the student (a phone's recorded audio, captures).
+    recordings_dir: Path
+    #: The lab's ``hosts`` and ``resolv.conf``.
+    etc_dir: Path
+    record: LabRecord
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Secrets drawn for one lab run: digest passwords per extension, the AMI login."""
+
+    secrets: dict[str, str]
+    ami_user: str
+    ami_secret: str
+
+
+@dataclass(frozen=True)
+class LabContext:
+    """What a service module reads to decide which services a lab has, and where.
+
+    Each service module has ``provide(lab: LabContext) -> list[Service]``; the running lab
+    builds one of these, asks every module in :data:`labkit.services.PROVIDERS`, and runs
+    what they return.  Directories follow the lab directory's layout: ``config/<name>/``
+    (kept), ``run/<name>/`` (removed at ``down``), ``logs/<name>/``.
+    """
+
+    name: str
+    spec: LabSpec
+    track: Track
+    credentials: Credentials
+    record: LabRecord
+    dir: Path
+    etc_dir: Path
+    #: The root filesystem of an image, by image name (built or extracted on demand).
+    rootfs: Callable[[str], Path]
+
+    def service_context(self, host: str, kind: str, *, image: str | None,
+                        directory: str | None = None) -> ServiceContext:
+        """The context of a ``kind`` service on ``host``, running from ``image`` (None: a
+        host tool).  Its configuration, logs and recordings go in directories named
+        ``directory`` (default: the host's name); its state in ``run/<directory>/<kind>``,
+        its own even when another service shares the host."""
+        directory = directory or host
+        return ServiceContext(
+            lab=self.name, host=host, namespace=Namespace(namespace_prefix(self.name) + host),
+            rootfs=self.rootfs(image) if image else None,
+            config_dir=self.dir / "config" / directory,
+            state_dir=self.dir / "run" / directory / kind,
+            log_dir=self.dir / "logs" / directory, recordings_dir=self.dir / "recordings" / directory,
+            etc_dir=self.etc_dir, record=self.record)
+
+
+class Service:
+    """One daemon of a lab; a subclass per kind of daemon (one module each)."""
+
+    #: The kind of daemon, used in its name (``pbx/asterisk``) and in other services' needs.
+    kind: ClassVar[str] = ""
+    #: Kinds of services that must be ready before this one starts (ignored when absent).
+    needs: ClassVar[tuple[str, ...]] = ()
     #: Seconds to wait for readiness, then for each stop step.
-    ready_timeout = 10.0
-    stop_timeout = 3.0
+    ready_timeout: ClassVar[float] = 10.0
+    stop_timeout: ClassVar[float] = 3.0
 
-    def __init__(self, name: str, namespace: Namespace, sandbox: Sandbox | None, program: list[str],
-                 log_path: Path, record: LabRecord):
-        self.name = name
-        self.namespace = namespace
-        self.sandbox = sandbox
-        self.program = program
-        self.log_path = log_path
-        self.record = record
+    def __init__(self, context: ServiceContext, name: str | None = None):
+        self.context = context
+        self.name = name or f"{context.host}/{self.kind}"
+        self.namespace = context.namespace
+        self.record = context.record
         self.popen: subprocess.Popen | None = None
         self.process_record: ProcessRecord | None = None
 
-    # -- what subclasses provide ---------------------------------------------------------
+    # -- what subclasses declare -----------------------------------------------------------
+    def ports(self) -> list[Port]:
+        """The ports it binds in its host's namespace."""
+        return []
+
+    def render(self) -> None:
+        """Write its configuration files (called once, before the lab starts anything)."""
+
+    def program(self) -> list[str]:
+        """The command line, as seen inside the sandbox."""
+        raise NotImplementedError
+
+    @property
+    def sandbox(self) -> Sandbox | None:
+        """Its bubblewrap sandbox; None runs the program directly in the namespace."""
+        return None
+
+    @property
+    def log_path(self) -> Path:
+        return self.context.log_dir / f"{self.kind}.log"
+
     def ready(self) -> bool:
-        """True once the daemon serves requests (default: it is running)."""
+        """True once it serves requests (default: it is running)."""
         return True
 
     def request_stop(self) -> None:
-        """Ask the daemon to stop by its own means (e.g. ``core stop gracefully``)."""
+        """Ask it to stop by its own means (e.g. ``core stop gracefully``)."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        # No sandbox: a host tool (dumpcap) that must see the namespace as it is.
-        inner = self.sandbox.argv(self.program) if self.sandbox else self.program
+        sandbox = self.sandbox
+        inner = sandbox.argv(self.program()) if sandbox else self.program()
         argv = self.namespace.exec_argv(inner)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -130,7 +197,7 @@ class Daemon:
                 return
             time.sleep(0.05)
         raise ReadyTimeout(f"{self.name} did not become ready within {timeout:g} s.",
-                          cause=self._log_cause(), hint=f"read its log: {self.log_path}")
+                           cause=self._log_cause(), hint=f"read its log: {self.log_path}")
 
     def _process(self) -> psutil.Process | None:
         if self.popen is not None:
@@ -167,7 +234,7 @@ class Daemon:
             if not self._wait_exit(self.stop_timeout):
                 daemon = self.payload()
                 if daemon is not None:
-                    _signal(daemon, signal.SIGTERM)
+                    send_signal(daemon, signal.SIGTERM)
                 if not self._wait_exit(self.stop_timeout):
                     kill_tree(self.process_record.pid)
                     self._wait_exit(self.stop_timeout)
@@ -197,41 +264,29 @@ class Daemon:
             return "a port it needs is taken: " + tail
         return f"its log ends with:\n{tail}" if tail else None
 
-
-def log_tail(path: Path, lines: int = 10) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
+    def __repr__(self) -> str:
+        state = f"pid {self.process_record.pid}" if self.process_record else "not started"
+        return f"<{type(self).__name__} {self.name} {state}>"
 
 
-def _signal(proc: psutil.Process, sig: int) -> None:
-    try:
-        proc.send_signal(sig)
-    except psutil.Error:
-        pass
+# -- the lab's services together ------------------------------------------------------------
 
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a recorded process and every descendant (children first found, then killed)."""
-    try:
-        root = psutil.Process(pid)
-        family = root.children(recursive=True) + [root]
-    except psutil.Error:
-        return
-    for proc in family:
-        _signal(proc, signal.SIGKILL)
-    psutil.wait_procs(family, timeout=3)
-
-
-def kill_recorded(record: ProcessRecord) -> bool:
-    """Kill a recorded process tree if it is still the process we started."""
-    proc = record.process()
-    if proc is None:
-        return False
-    kill_tree(proc.pid)
-    return True
+def check_ports(services: Iterable[Service]) -> None:
+    """Every port of every service: no two services of a host on the same one, and each
+    free in its namespace — a clear PortInUse before a daemon fails with a cryptic bind error."""
+    owners: dict[tuple[str, str, int], Service] = {}
+    for service in services:
+        for port in service.ports():
+            key = (service.namespace.name, port.transport, port.number)
+            if key in owners:
+                raise PortInUse(
+                    f"{port.transport.upper()} port {port.number} on host {service.context.host} "
+                    f"is wanted by both {owners[key].name} and {service.name} ({port.purpose}).",
+                    cause="two services of the lab file were given the same host and port",
+                    hint="give one of them another port in the lab file")
+            owners[key] = service
+            ensure_port_free(service.namespace, port.number, port.transport,
+                             f"{service.name} ({port.purpose})")
 
 
 def ensure_port_free(namespace: Namespace, port: int, transport: str, owner: str) -> None:
@@ -250,3 +305,27 @@ def ensure_port_free(namespace: Namespace, port: int, transport: str, owner: str
         ) from None
     finally:
         sock.close()
+
+
+def start_order(services: Iterable[Service]) -> list[list[Service]]:
+    """Services in waves: each wave needs only services of earlier waves.
+
+    A need names a *kind*; a kind the lab does not have is no need (a lab without a DNS
+    server starts Asterisk first).  A cycle is a programming error, reported as such.
+    """
+    pending = list(services)
+    present = {s.kind for s in pending}
+    started: set[str] = set()
+    waves: list[list[Service]] = []
+    while pending:
+        wave = [s for s in pending if all(k in started or k not in present for k in s.needs
+                                          if k != s.kind)]
+        if not wave:
+            names = ", ".join(f"{s.name} (needs {', '.join(s.needs)})" for s in pending)
+            raise DaemonError(f"Services wait for each other in a circle: {names}.",
+                              hint="a service's `needs` must not lead back to itself")
+        waves.append(wave)
+        pending = [s for s in pending if s not in wave]
+        # A kind counts as started once none of its services is pending any more.
+        started = {k for k in present if all(s.kind != k for s in pending)}
+    return waves

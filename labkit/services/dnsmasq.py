@@ -12,32 +12,44 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from labkit.services.base import Daemon, Sandbox
+from labkit import tracks
 from labkit.errors import DaemonError
+from labkit.services.base import LabContext, Port, Service, ServiceContext
+from labkit.services.sandbox import Sandbox
 
-if TYPE_CHECKING:
-    from labkit.lab.lab import Lab
 
-class DnsServer(Daemon):
+class DnsServer(Service):
+    """dnsmasq on the lab's DNS host, authoritative for the lab file's ``dns.records``."""
+
+    kind = "dnsmasq"
     ready_timeout = 5.0
 
-    def __init__(self, lab: "Lab", rootfs: Path):
-        spec = lab.spec.dns
-        self.address = str(lab.spec.address_of(spec.host))
-        self.records_file = lab.run_dir / "dns" / "records"
+    def __init__(self, context: ServiceContext, *, address: str, records: dict[str, str]):
+        super().__init__(context)
+        self.address = address
+        self.initial_records = records
+        self.records_file = context.state_dir / "records"
+
+    def ports(self) -> list[Port]:
+        return [Port("udp", 53, "DNS"), Port("tcp", 53, "DNS")]
+
+    def render(self) -> None:
         self.records_file.parent.mkdir(parents=True, exist_ok=True)
-        if not self.records_file.exists():
-            self.write_records({name: str(addr) for name, addr in spec.records.items()})
-        sandbox = Sandbox(rootfs=rootfs, hostname=spec.host, etc_dir=lab.etc_dir,
-                          binds=[(self.records_file.parent, "/srv/dns")])
-        program = ["dnsmasq", "--keep-in-foreground", "--no-daemon", "--no-resolv", "--no-hosts",
-                   "--no-poll", "--addn-hosts=/srv/dns/records", "--local-ttl=0",
-                   f"--listen-address={self.address}", "--bind-interfaces", "--log-queries",
-                   "--log-facility=-", "--user=root", "--group=root"]
-        super().__init__(f"{spec.host}/dnsmasq", lab.namespace(spec.host), sandbox, program,
-                         lab.logs_dir / spec.host / "dnsmasq.log", lab.record)
+        self.write_records(self.initial_records)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return Sandbox(rootfs=self.context.rootfs, hostname=self.context.host,
+                       etc_dir=self.context.etc_dir, binds=[(self.records_file.parent, "/srv/dns")])
+
+    def program(self) -> list[str]:
+        # Only the names of the records file (--no-hosts, --no-resolv: never asks upstream),
+        # re-read on SIGHUP; TTL 0 so that a DDNS update is seen at once.
+        return ["dnsmasq", "--keep-in-foreground", "--no-daemon", "--no-resolv", "--no-hosts",
+                "--no-poll", "--addn-hosts=/srv/dns/records", "--local-ttl=0",
+                f"--listen-address={self.address}", "--bind-interfaces", "--log-queries",
+                "--log-facility=-", "--user=root", "--group=root"]
 
     def ready(self) -> bool:
         return self._dig("ready.labkit.test").returncode == 0
@@ -80,3 +92,13 @@ class DnsServer(Daemon):
     def _dig(self, name: str):
         return self.namespace.run(["dig", "+short", "+time=1", "+tries=1", f"@{self.address}",
                                    name, "A"], check=False, timeout=5)
+
+
+def provide(lab: LabContext) -> list[Service]:
+    """The lab's DNS server, when the lab file declares ``dns:``."""
+    dns = lab.spec.dns
+    if dns is None:
+        return []
+    return [DnsServer(lab.service_context(dns.host, DnsServer.kind, image=tracks.TOOLS_IMAGE),
+                      address=str(lab.spec.address_of(dns.host)),
+                      records={name: str(addr) for name, addr in dns.records.items()})]

@@ -5,24 +5,22 @@ with digest credentials, 200).  SIPp comes from the modern lab image (3.8, built
 bookworm's 3.6 has none) and runs in the host's namespace, sandboxed like every daemon, its
 pid recorded, until the scenario ends or its deadline passes.
 
->>> result = run_scenario(lab, "bob", "register", extension="6001")
+>>> result = lab.sipp("bob", "register", extension="6001")
 >>> result.ok, result.messages          # exit status 0, and SIPp's message trace
 """
 from __future__ import annotations
 
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from labkit import images
-from labkit.services.base import Daemon, Sandbox, log_tail
-from labkit.errors import LabStateError
 from labkit import resources
-
-if TYPE_CHECKING:
-    from labkit.lab.lab import Lab
+from labkit.errors import LabStateError
+from labkit.services.base import Port, Service, ServiceContext
+from labkit.services.processes import log_tail
+from labkit.services.sandbox import Sandbox
 
 SCENARIOS = resources.templates_dir("sipp")
 
@@ -40,37 +38,77 @@ class SippResult:
         return self.exit_status == 0
 
 
-def run_scenario(lab: "Lab", host: str, scenario: str, *, extension: str, secret: str | None = None,
-                 target: str | None = None, local_port: int = 5070, timeout: float = 15.0) -> SippResult:
-    """Run one call of ``configs/sipp/<scenario>.xml`` from ``host`` against the PBX.
-
-    ``secret`` defaults to the extension's secret in this lab run (pass a wrong one to see
-    the registrar refuse it).
-    """
+def scenario_file(scenario: str) -> Path:
     path = SCENARIOS / f"{scenario}.xml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in SCENARIOS.glob("*.xml")))
         raise LabStateError(f"No SIPp scenario {scenario!r}.", hint=f"scenarios: {known}")
-    secret = secret if secret is not None else lab.credentials.secrets[extension]
-    address = str(lab.spec.address_of(host))
-    target = target or f"{lab.spec.address_of(lab.spec.pbx.host)}:{lab.spec.pbx.sip_port}"
-    (lab.logs_dir / host).mkdir(parents=True, exist_ok=True)
-    out_dir = Path(tempfile.mkdtemp(prefix=f"sipp-{scenario}-{time.strftime('%H%M%S')}-",
-                                    dir=lab.logs_dir / host))
-    sandbox = Sandbox(rootfs=images.ensure_image("modern", build=False, progress=False),
-                      hostname=host, etc_dir=lab.etc_dir, chdir="/srv/sipp/out", own_pids=False,
-                      ro_binds=[(path, "/srv/sipp/scenario.xml")], binds=[(out_dir, "/srv/sipp/out")])
-    # -m 1: one call; -nostdin: no keyboard; -timeout_error: a deadline is a failure;
-    # -trace_msg: every message in <scenario>_<pid>_messages.log.
-    program = ["sipp", target, "-sf", "/srv/sipp/scenario.xml", "-s", extension,
-               "-au", extension, "-ap", secret, "-i", address, "-p", str(local_port),
-               "-m", "1", "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
-               "-trace_msg", "-message_file", "/srv/sipp/out/messages.log"]
-    daemon = Daemon(f"{host}/sipp", lab.namespace(host), sandbox, program, out_dir / "sipp.out", lab.record)
-    daemon.start()
-    daemon.popen.wait(timeout + 5)  # SIPp stops itself at its -timeout
-    status = daemon.exit_status()
-    daemon.stop()
-    messages = out_dir / "messages.log"
-    return SippResult(scenario, status, messages.read_text(errors="replace") if messages.exists() else "",
-                      log_tail(out_dir / "sipp.out", 20))
+    return path
+
+
+class SippRun(Service):
+    """One run of a scenario: one call (``-m 1``), until it ends or its deadline passes."""
+
+    kind = "sipp"
+
+    def __init__(self, context: ServiceContext, *, scenario: str, target: str, address: str,
+                 user: str, auth: tuple[str, str] | None = None, local_port: int = 5070,
+                 timeout: float = 15.0, keys: dict[str, str] | None = None):
+        super().__init__(context, name=f"{context.host}/sipp")
+        self.scenario = scenario
+        self.scenario_path = scenario_file(scenario)
+        self.target = target
+        self.address = address
+        self.user = user
+        self.auth = auth
+        self.local_port = local_port
+        self.timeout = timeout
+        self.keys = keys or {}
+        self.out_dir: Path | None = None
+
+    def ports(self) -> list[Port]:
+        return [Port("udp", self.local_port, "SIP (SIPp)")]
+
+    def render(self) -> None:
+        self.context.log_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = Path(tempfile.mkdtemp(
+            prefix=f"sipp-{self.scenario}-{time.strftime('%H%M%S')}-", dir=self.context.log_dir))
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return Sandbox(rootfs=self.context.rootfs, hostname=self.context.host,
+                       etc_dir=self.context.etc_dir, chdir="/srv/sipp/out", own_pids=False,
+                       ro_binds=[(self.scenario_path, "/srv/sipp/scenario.xml")],
+                       binds=[(self.out_dir, "/srv/sipp/out")])
+
+    def program(self) -> list[str]:
+        # -m 1: one call; -nostdin: no keyboard; -timeout_error: a deadline is a failure;
+        # -trace_msg: every message in messages.log.
+        argv = ["sipp", self.target, "-sf", "/srv/sipp/scenario.xml", "-s", self.user,
+                "-i", self.address, "-p", str(self.local_port), "-m", "1", "-nostdin",
+                "-timeout", f"{int(self.timeout)}s", "-timeout_error",
+                "-trace_msg", "-message_file", "/srv/sipp/out/messages.log"]
+        if self.auth is not None:
+            argv += ["-au", self.auth[0], "-ap", self.auth[1]]
+        for key, value in self.keys.items():
+            argv += ["-key", key, value]
+        return argv
+
+    @property
+    def log_path(self) -> Path:
+        return (self.out_dir or self.context.log_dir) / "sipp.out"
+
+    def run(self) -> SippResult:
+        """Render, start, wait for the scenario to end (SIPp stops at its -timeout), stop."""
+        self.render()
+        self.start()
+        try:
+            self.popen.wait(self.timeout + 5)
+        except subprocess.TimeoutExpired:
+            pass  # stop() below escalates
+        status = self.exit_status()
+        self.stop()
+        messages = self.out_dir / "messages.log"
+        return SippResult(self.scenario, status,
+                          messages.read_text(errors="replace") if messages.exists() else "",
+                          log_tail(self.log_path, 20))

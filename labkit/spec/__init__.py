@@ -1,6 +1,7 @@
 """The lab file: its schema, loading with exact error places, cross-references."""
-from labkit.spec.model import (LabSpec, draw_secrets, find_lab_file, json_schema, load_spec,
-                               merge_overrides, parse_spec)
+from labkit.spec.load import LABS_DIR, find_lab_file, load_spec, merge_overrides, parse_spec
+from labkit.spec.model import LabSpec, draw_secrets, json_schema
+from labkit.spec.references import check_references, nat_problems
 
-__all__ = ["LabSpec", "draw_secrets", "find_lab_file", "json_schema", "load_spec",
-           "merge_overrides", "parse_spec"]
+__all__ = ["LABS_DIR", "LabSpec", "check_references", "draw_secrets", "find_lab_file",
+           "json_schema", "load_spec", "merge_overrides", "nat_problems", "parse_spec"]

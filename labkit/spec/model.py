@@ -9,31 +9,24 @@ Vocabulary (used everywhere in labkit, after mininet/ipmininet):
   extension, with digest credentials) and dialplan contexts;
 * **phone** – a SIP user agent (baresip softphone) on a host, bound to one extension.
 
-Loading validates in two passes, as containerlab and netlab do: the *shape* with pydantic
-(unknown keys rejected), then the *references* (a phone's host exists, an address lies in
-its network, …).  Every problem is reported with its place (``phones[1].extension``), the
-line in the file, and what would be valid.
+The shape is checked here (pydantic, unknown keys rejected); the cross-references in
+:mod:`labkit.spec.references`; loading a file, with the exact place and line of every
+problem, in :mod:`labkit.spec.load`.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
 import secrets
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from labkit.errors import LabFileError
-from labkit import resources
 
 #: Names become namespace and interface names: short, lowercase, no surprises.
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,11}$"
 LAB_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,15}$"
-TRACKS = ("modern", "legacy")
-#: Where ``Lab.load("first-call")`` looks for lab files.
-LABS_DIR = resources.labs_dir()
 
 
 class _Strict(BaseModel):
@@ -196,340 +189,32 @@ class LabSpec(_Strict):
 
     # -- look-ups used by the rest of labkit -------------------------------------------
     def host(self, name: str) -> Host:
-        return next(h for h in self.hosts if h.name == name)
+        return _lookup(self.name, "host", name, {h.name: h for h in self.hosts})
 
     def network(self, name: str) -> Network:
-        return next(n for n in self.networks if n.name == name)
+        return _lookup(self.name, "network", name, {n.name: n for n in self.networks})
 
     def endpoint(self, extension: str) -> Endpoint:
-        return next(e for e in self.pbx.endpoints if e.extension == extension)
+        return _lookup(self.name, "extension", extension,
+                       {e.extension: e for e in self.pbx.endpoints})
+
+    def phone(self, name: str) -> Phone:
+        return _lookup(self.name, "phone", name, {p.name: p for p in self.phones})
 
     def address_of(self, host: str) -> ipaddress.IPv4Address:
         """The host's first address: the one it uses for SIP."""
         return self.host(host).interfaces[0].address
 
 
-# ---------------------------------------------------------------------------------------
-# Loading and validation
-# ---------------------------------------------------------------------------------------
-
-def find_lab_file(name_or_path: str | Path) -> Path:
-    """A lab name (``first-call``) or a path to a YAML file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        path = candidate
-    else:
-        path = LABS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in LABS_DIR.glob("*.yaml"))) or "none"
-        raise LabFileError(
-            f"No lab file {path}.",
-            cause="the lab name is misspelt, or the path is wrong",
-            hint=f"use one of the labs shipped in {LABS_DIR}: {known}; or give a path to a .yaml file",
-        )
-    return path
-
-
-def load_spec(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> LabSpec:
-    """Read, parse and validate a lab file; raise LabFileError listing every problem.
-
-    ``overrides`` is merged into the file's data before validation (nested dicts merge,
-    other values replace), e.g. ``{"pbx": {"direct_media": True}}`` for a notebook's
-    variant of a lab.
-    """
-    path = find_lab_file(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    if overrides:
-        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
-        text = yaml.safe_dump(merge_overrides(data, overrides), sort_keys=False)
-    return parse_spec(text, source=str(path))
-
-
-def merge_overrides(base: Any, extra: Any) -> Any:
-    """Nested dicts merge key by key; any other value in ``extra`` replaces the base's."""
-    if isinstance(base, dict) and isinstance(extra, dict):
-        return {**base, **{k: merge_overrides(base.get(k), v) for k, v in extra.items()}}
-    return extra
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses repeated keys (plain YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in the same mapping", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def parse_spec(text: str, source: str = "<lab>") -> LabSpec:
+def _lookup(lab: str, kind: str, name: str, known: dict[str, Any]) -> Any:
+    """One declared object by name, or an error naming the ones that exist."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LabFileError(
-            f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}.",
-            cause="a missing colon, a bad indentation or an unclosed quote or bracket",
-            hint="check the line shown (and the one above it); indent with spaces, not tabs",
-        ) from None
-    if not isinstance(data, dict):
-        raise LabFileError(
-            f"{source}: a lab file must be a mapping (name:, networks:, hosts:, pbx:, phones:).",
-            hint="start from configs/labs/first-call.yaml",
-        )
-    try:
-        spec = LabSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = [(_loc(err["loc"]), _describe(err)) for err in exc.errors()]
-        raise _problems_error(source, problems, root) from None
-    problems = check_references(spec)
-    if problems:
-        raise _problems_error(source, problems, root)
-    return spec
+        return known[name]
+    except (KeyError, TypeError):
+        raise LabFileError(f"Lab {lab} declares no {kind} {name!r}.",
+                           cause="a misspelt name, or a name from another lab file",
+                           hint=f"{kind}s of this lab: {', '.join(map(str, known)) or 'none'}") from None
 
-
-def check_references(spec: LabSpec) -> list[tuple[str, str]]:
-    """The cross-references pydantic cannot see; returns (place, message) pairs."""
-    problems: list[tuple[str, str]] = []
-    networks = {n.name: n for n in spec.networks}
-    hosts = {h.name: h for h in spec.hosts}
-
-    problems += _duplicates("networks", [n.name for n in spec.networks], "name")
-    problems += _duplicates("hosts", [h.name for h in spec.hosts], "name")
-    problems += _duplicates("phones", [p.name for p in spec.phones], "name")
-    # Hosts and networks share one namespace naming scheme (lk-<lab>-<name>).
-    for i, host in enumerate(spec.hosts):
-        if host.name in networks:
-            problems.append((f"hosts[{i}].name", f"{host.name!r} is also a network's name; hosts "
-                             "and networks each get a namespace named after them: rename one"))
-    problems += _duplicates("pbx.endpoints", [e.extension for e in spec.pbx.endpoints], "extension")
-    # One registration per extension (max_contacts=1): a second phone would evict the first.
-    problems += _duplicates("phones", [p.extension for p in spec.phones], "extension")
-
-    seen_addresses: dict[ipaddress.IPv4Address, str] = {}
-    for i, host in enumerate(spec.hosts):
-        attached = []
-        for j, iface in enumerate(host.interfaces):
-            place = f"hosts[{i}].interfaces[{j}]"
-            net = networks.get(iface.network)
-            if net is None:
-                problems.append((f"{place}.network", f"unknown network {iface.network!r}; "
-                                 f"declared networks: {', '.join(networks) or 'none'}"))
-                continue
-            attached.append(net)
-            if iface.address not in net.subnet or iface.address in (
-                    net.subnet.network_address, net.subnet.broadcast_address):
-                problems.append((f"{place}.address", f"{iface.address} is not a host address of "
-                                 f"network {net.name!r} ({net.subnet}); use one of "
-                                 f"{_first_hosts(net.subnet)}"))
-            if iface.address in seen_addresses:
-                problems.append((f"{place}.address", f"{iface.address} is already used by "
-                                 f"{seen_addresses[iface.address]}"))
-            seen_addresses[iface.address] = place
-        problems += _duplicates(f"hosts[{i}].interfaces",
-                                [iface.network for iface in host.interfaces], "network")
-        if host.gateway is not None and attached and not any(
-                host.gateway in net.subnet for net in attached):
-            problems.append((f"hosts[{i}].gateway", f"{host.gateway} is in none of the host's "
-                             f"networks ({', '.join(str(n.subnet) for n in attached)})"))
-
-    for i, host in enumerate(spec.hosts):
-        if host.nat is not None:
-            problems += nat_problems(f"hosts[{i}].nat", host, networks)
-
-    if spec.dns is not None and spec.dns.host not in hosts:
-        problems.append(("dns.host", f"unknown host {spec.dns.host!r}; hosts: {', '.join(hosts)}"))
-
-    if spec.pbx.host not in hosts:
-        problems.append(("pbx.host", f"unknown host {spec.pbx.host!r}; hosts: {', '.join(hosts)}"))
-    extensions = {e.extension for e in spec.pbx.endpoints}
-    for context in spec.pbx.dialplan:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", context) or context in RESERVED_CONTEXTS:
-            problems.append((f"pbx.dialplan.{context}", "a context name is letters, digits, '_' "
-                             f"or '-', and not one of {', '.join(sorted(RESERVED_CONTEXTS))}"))
-        for j, line in enumerate(spec.pbx.dialplan[context]):
-            problem = _dialplan_line_problem(line)
-            if problem:
-                problems.append((f"pbx.dialplan.{context}[{j}]", problem))
-    for i, endpoint in enumerate(spec.pbx.endpoints):
-        if endpoint.context not in spec.pbx.dialplan:
-            problems.append((f"pbx.endpoints[{i}].context", f"no dialplan context "
-                             f"{endpoint.context!r}; contexts: {', '.join(spec.pbx.dialplan)}"))
-    for i, phone in enumerate(spec.phones):
-        if phone.host not in hosts:
-            problems.append((f"phones[{i}].host", f"unknown host {phone.host!r}; "
-                             f"hosts: {', '.join(hosts)}"))
-        if phone.extension not in extensions:
-            problems.append((f"phones[{i}].extension", f"extension {phone.extension!r} is not "
-                             f"declared under pbx.endpoints; declared: {', '.join(sorted(extensions))}"))
-    problems += _port_collisions(spec)
-    return problems
-
-
-def nat_problems(place: str, host: Host, networks: dict[str, Network]) -> list[tuple[str, str]]:
-    """An ISP box needs a WAN and a LAN; forwards go to the LAN and must not overlap."""
-    nat = host.nat
-    attached = [iface.network for iface in host.interfaces]
-    problems = []
-    if nat.outside not in attached:
-        problems.append((f"{place}.outside", f"a NAT box needs a WAN: {nat.outside!r} is not one of "
-                         f"its networks ({', '.join(attached)}); name the network facing the Internet"))
-    inside = [networks[n] for n in attached if n != nat.outside and n in networks]
-    if not inside:
-        problems.append((place, "a NAT box needs a LAN too: give the host a second interface"))
-    if not host.forwarding:
-        problems.append((f"{place.rsplit('.', 1)[0]}.forwarding", "a NAT box routes: set forwarding: true"))
-    for j, forward in enumerate(nat.forwards):
-        if inside and not any(forward.to in net.subnet for net in inside):
-            problems.append((f"{place}.forwards[{j}].to", f"{forward.to} is not on the box's LAN "
-                             f"({', '.join(str(n.subnet) for n in inside)}); a port forward leads "
-                             "to a host inside"))
-        low, high = forward.range
-        for k, other in enumerate(nat.forwards[:j]):
-            other_low, other_high = other.range
-            if other.proto == forward.proto and low <= other_high and other_low <= high:
-                problems.append((f"{place}.forwards[{j}].ports", f"{forward.proto} {low}-{high} "
-                                 f"overlaps forwards[{k}] ({other_low}-{other_high}); a WAN port "
-                                 "can lead to one LAN host only"))
-    return problems
-
-
-RESERVED_CONTEXTS = {"general", "globals"}
-
-
-def _dialplan_line_problem(line: str) -> str | None:
-    """A dialplan line is one line of extensions.conf; ``{{ tech }}`` is its only variable."""
-    import jinja2
-    import jinja2.meta
-
-    if "\n" in line or "\r" in line:
-        return "one line of extensions.conf per list item (no line breaks)"
-    try:
-        variables = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(line))
-    except jinja2.TemplateSyntaxError as exc:
-        return f"template error: {exc.message}; the only placeholder is {{{{ tech }}}}"
-    unknown = variables - {"tech"}
-    if unknown:
-        return (f"unknown placeholder {', '.join(sorted(unknown))}; the only one is {{{{ tech }}}} "
-                "(SIP or PJSIP). Asterisk variables are written ${EXTEN}")
-    return None
-
-
-def _port_collisions(spec: LabSpec) -> list[tuple[str, str]]:
-    """Two listeners on the same host, transport and port cannot both bind."""
-    owners: dict[tuple[str, str, int], str] = {}
-    problems = []
-    pbx = spec.pbx
-    claims = [(pbx.host, t, pbx.sip_port, "pbx.sip_port") for t in pbx.transports]
-    claims.append((pbx.host, "tcp", pbx.ami_port, "pbx.ami_port"))
-    low, high = pbx.rtp_ports
-    for i, phone in enumerate(spec.phones):
-        claims.append((phone.host, "udp", phone.sip_port, f"phones[{i}].sip_port"))
-        if phone.host == pbx.host and low <= phone.sip_port <= high:
-            problems.append((f"phones[{i}].sip_port", f"port {phone.sip_port} is inside the "
-                             f"PBX's RTP range {low}-{high} on the same host"))
-    for host, transport, port, place in claims:
-        key = (host, transport, port)
-        if key in owners:
-            problems.append((place, f"{transport} port {port} on host {host!r} is already "
-                             f"taken by {owners[key]}; choose another port"))
-        else:
-            owners[key] = place
-    return problems
-
-
-def _duplicates(prefix: str, values: list[Any], field: str) -> list[tuple[str, str]]:
-    first: dict[Any, int] = {}
-    out = []
-    for i, value in enumerate(values):
-        if value in first:
-            out.append((f"{prefix}[{i}].{field}", f"duplicate {field} {value!r} "
-                        f"(also at {prefix}[{first[value]}]); each must be unique"))
-        else:
-            first[value] = i
-    return out
-
-
-def _first_hosts(subnet: ipaddress.IPv4Network) -> str:
-    if subnet.prefixlen >= 31:
-        return "nothing: a lab network needs a prefix of /30 or shorter (e.g. /24)"
-    return f"{subnet.network_address + 1} … {subnet.broadcast_address - 1}"
-
-
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _describe(err: dict[str, Any]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key (check its spelling; see configs/lab.schema.json for valid keys)"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "literal_error":
-        return f"{err['msg'].lower()} (got {err.get('input')!r})"
-    if kind == "value_error":
-        return f"{err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})"
-    if kind == "string_type" and isinstance(err.get("input"), int):
-        return f"must be text: write it in quotes, \"{err['input']}\""
-    if kind == "string_pattern_mismatch":
-        return (f"{err.get('input')!r} does not match the pattern "
-                f"{err.get('ctx', {}).get('pattern')}")
-    return f"{err['msg']} (got {err.get('input')!r})"
-
-
-def _line_of(root: yaml.Node | None, place: str) -> int | None:
-    """Follow a place such as ``phones[1].extension`` in the YAML node tree to its line."""
-    node = root
-    for token in re.findall(r"[^.\[\]]+|\[\d+\]", place):
-        if node is None:
-            return None
-        if token.startswith("["):
-            index = int(token[1:-1])
-            if isinstance(node, yaml.SequenceNode) and index < len(node.value):
-                node = node.value[index]
-            else:
-                return node.start_mark.line + 1
-        elif isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == token]
-            if not match:
-                return node.start_mark.line + 1
-            key, node = match[0]
-            if node is None:
-                return key.start_mark.line + 1
-        else:
-            return node.start_mark.line + 1
-    return node.start_mark.line + 1 if node is not None else None
-
-
-def _problems_error(source: str, problems: list[tuple[str, str]], root: yaml.Node | None):
-    lines = []
-    for place, message in problems:
-        line = _line_of(root, place)
-        where = f" (line {line})" if line else ""
-        lines.append(f"  - {place}{where}: {message}")
-    count = len(problems)
-    return LabFileError(
-        f"{source}: {count} problem{'s' if count > 1 else ''} in the lab file:\n" + "\n".join(lines),
-        hint="fix each place listed; `labkit schema` prints every valid key",
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# Secrets and schema
-# ---------------------------------------------------------------------------------------
 
 def draw_secrets(spec: LabSpec) -> dict[str, str]:
     """Digest passwords per extension: the lab file's, else a fresh random one.

@@ -1,4 +1,5 @@
-"""What notebooks use: the Session (live or replay), side-by-side configurations."""
-from labkit.teaching.session import Session, compare, side_by_side
+"""What notebooks use: the Session (live or replay), configurations side by side."""
+from labkit.teaching.display import compare, listen, side_by_side
+from labkit.teaching.session import Session
 
-__all__ = ["Session", "compare", "side_by_side"]
+__all__ = ["Session", "compare", "listen", "side_by_side"]

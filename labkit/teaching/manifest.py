@@ -12,15 +12,15 @@ import json
 from pathlib import Path
 
 from labkit import images
-from labkit import resources
+from labkit import resources, tracks
 
 DATA = resources.data_dir()
 MANIFEST = DATA / "manifest.json"
 
 
 def entry(capture: Path, *, scenario: str, track: str, lab: str, what: str, **extra) -> dict:
-    info = images.image_info(track)
-    phones = images.image_info("modern")
+    info = images.image_info(tracks.get(track).image)
+    phones = images.image_info(tracks.TOOLS_IMAGE)
     return {
         "file": str(capture.relative_to(DATA)),
         "scenario": scenario, "track": track, "lab": lab, "what_it_shows": what,

@@ -3,9 +3,10 @@
 * **live** drives a real lab: ``Session.start`` brings it up with a capture running from
   the first packet; ``session.cli(...)`` asks the real Asterisk; ``session.call(...)``
   places a real call between softphones.
-* **replay** needs no root and no lab: the capture and the CLI outputs come from ``data/``,
-  recorded from the real lab by ``scripts/record_notebooks.py`` (which runs the notebooks
-  live with ``LABKIT_RECORD=1``).
+* **replay** needs no root and no lab: the captures and every answer the lab gave come
+  from ``data/``, recorded from the real lab by ``scripts/record_notebooks.py`` (which runs
+  the notebooks live with ``LABKIT_RECORD=1``) in one ordered log per session
+  (:mod:`labkit.teaching.recorder`).
 
 The mode comes from ``LABKIT_MODE`` (``live`` or ``replay``); by default it is live where the
 machine can run labs (root, tools, images built), else replay.  ``LABKIT_TRACK`` picks the
@@ -13,41 +14,25 @@ track (default ``modern``).  Every notebook says which mode and track it runs.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import tempfile
 import time
-from typing import Any, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from labkit import analysis
+from labkit import analysis, resources, tracks
 from labkit.analysis import plots
 from labkit.errors import LabStateError
-from labkit.spec.model import TRACKS, load_spec
-from labkit.services.asterisk.config import SIP_CONFIG, PbxCredentials, render_pbx
-from labkit import resources
+from labkit.spec import load_spec
+from labkit.teaching.display import Text, listen, show_figures_inline
+from labkit.teaching.recorder import Recorder
 
 DATA = resources.data_dir()
 MODES = ("live", "replay")
-
-
-def show_figures_inline() -> None:
-    """In a Jupyter kernel, draw labkit's figures as images (the inline backend), at a
-    resolution that keeps notebooks small; elsewhere do nothing."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None or not hasattr(shell, "kernel"):
-        return
-    shell.run_line_magic("matplotlib", "inline")
-    shell.run_line_magic("config", 'InlineBackend.print_figure_kwargs = {"dpi": 90, "bbox_inches": "tight"}')
 
 
 def mode() -> str:
@@ -67,22 +52,12 @@ def can_run_live() -> bool:
     from labkit import images
     if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "bwrap", "dumpcap")):
         return False
-    return all(images.image_info(track) is not None for track in TRACKS)
+    return all(images.image_info(track.image) is not None for track in tracks.TRACKS.values())
 
 
 def default_track() -> str:
-    track = os.environ.get("LABKIT_TRACK", "modern")
-    if track not in TRACKS:
-        raise LabStateError(f"LABKIT_TRACK={track!r} is not a track.", hint="use modern or legacy")
-    return track
-
-
-class Text(str):
-    """CLI output: shown preformatted in a notebook, a plain ``str`` everywhere else."""
-
-    def _repr_html_(self) -> str:
-        import html
-        return f"<pre style='font-size:85%'>{html.escape(self)}</pre>"
+    """``LABKIT_TRACK``, or the default track."""
+    return tracks.get(os.environ.get("LABKIT_TRACK", tracks.DEFAULT.name)).name
 
 
 class Session:
@@ -91,24 +66,22 @@ class Session:
     def __init__(self, name: str, lab: str, track: str, mode: str, overrides: dict | None):
         self.name = name
         self.lab_name = lab
-        self.track = track
+        self.track = tracks.get(track).name
         self.mode = mode
         self.overrides = overrides or {}
         self.spec = load_spec(lab, self.overrides)
         self.lab = None
         self.recording = mode == "live" and os.environ.get("LABKIT_RECORD") == "1"
         self.places: tuple[str, ...] = ("lan",)
+        self.recorder: Recorder | None = None
         self._pcaps: dict[str, Path] = {}
         self._tables: dict[tuple[str, str], Any] = {}
-        self._calls: list[dict] = []
-        self._steps: list[dict] = []
-        self._replayed_steps: list[dict] | None = None
 
     # -- start and stop ---------------------------------------------------------------------
     @classmethod
     def start(cls, name: str, lab: str = "first-call", *, track: str | None = None,
               overrides: dict | None = None, mode: str | None = None,
-              capture: tuple[str, ...] = ("lan",), wait_registered: bool = True) -> "Session":
+              capture: tuple[str, ...] = ("lan",), wait_registered: bool = True) -> Session:
         """Bring the lab up (live) or open its recording (replay).
 
         ``name`` identifies this notebook part's recording (``data/recorded/<name>-<track>``);
@@ -118,20 +91,19 @@ class Session:
         show_figures_inline()
         session = cls(name, lab, track or default_track(), mode or current_mode(), overrides)
         session.places = tuple(capture)
+        about = {"session": name, "lab": lab, "track": session.track, "places": list(capture),
+                 "overrides": session.overrides}
+        session.recorder = Recorder(session.recorded_dir / "session.json",
+                                    replay=session.mode == "replay", write=session.recording,
+                                    about=about)
         if session.mode == "live":
-            from labkit.lab.lab import Lab
+            from labkit.lab import Lab
+            if session.recording:
+                shutil.rmtree(session.recorded_dir, ignore_errors=True)
             session.lab = Lab.load(lab, track=session.track, name=f"nb-{name}"[:16].rstrip("-"),
                                    overrides=overrides)
             session.lab.up(progress=False, capture=session.places, capture_name=name,
                            wait_registered=wait_registered)
-            if session.recording:
-                shutil.rmtree(session.recorded_dir, ignore_errors=True)
-                session._record_configs()
-        elif not session.recorded_dir.is_dir():
-            raise LabStateError(
-                f"There is no recording of {name!r} on the {session.track} track in {DATA}.",
-                cause="this part was never recorded, or data/ is incomplete",
-                hint="run it live (as root), or record it: sudo .venv/bin/python scripts/record_notebooks.py")
         return session
 
     def close(self) -> None:
@@ -141,7 +113,7 @@ class Session:
             self.lab.down()
             self.lab = None
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -153,54 +125,33 @@ class Session:
     def banner(self):
         """A line saying what runs: mode, track, Asterisk generation."""
         from IPython.display import Markdown
-        generation = "Asterisk 16 with chan_sip (sip.conf)" if self.track == "legacy" \
-            else "Asterisk 22 with PJSIP (pjsip.conf)"
         if self.mode == "live":
             how = f"**live** — a real lab is running (`{self.lab.dir}`)"
         else:
             how = "**replay** — outputs and capture recorded from the real lab (`data/`)"
-        return Markdown(f"Mode: {how}. Track: **{self.track}**, {generation}.")
+        return Markdown(f"Mode: {how}. Track: **{self.track}**, {tracks.get(self.track).generation}.")
 
-    # -- the PBX ----------------------------------------------------------------------------
     @property
     def recorded_dir(self) -> Path:
         return DATA / "recorded" / f"{self.name}-{self.track}"
 
+    def _ask(self, kind: str, compute, stored=None, **args):
+        """Everything the lab is asked goes through the session's one ordered log."""
+        return self.recorder(kind, args, compute, stored)
+
+    # -- the PBX ----------------------------------------------------------------------------
     def cli(self, command: str) -> Text:
         """An Asterisk CLI command's output (live: asked now; replay: as recorded)."""
-        path = self.recorded_dir / "cli" / f"{_slug(command)}.txt"
-        if self.mode == "live":
-            text = self.lab.pbx.cli(command)
-            if self.recording:
-                _write(path, _stable(text))
-            return Text(text)
-        if not path.exists():
-            raise LabStateError(f"The command {command!r} was not recorded for {self.name}.",
-                                hint="replay mode can only show recorded commands; run live to ask Asterisk")
-        return Text(path.read_text())
+        return Text(self._ask("cli", lambda: self.lab.pbx.cli(command), stored=_stable,
+                             command=command))
 
     def config(self, filename: str) -> Text:
         """A rendered configuration file of the lab's Asterisk (secrets are per run)."""
-        path = self.recorded_dir / "config" / filename
-        if self.mode == "live":
-            return Text(self.lab.pbx.config(filename))
-        if not path.exists():
-            raise LabStateError(f"No recorded {filename} for {self.name}.")
-        return Text(path.read_text())
-
-    def _record_configs(self) -> None:
-        for path in sorted(self.lab.pbx.config_dir.iterdir()):
-            _write(self.recorded_dir / "config" / path.name, path.read_text())
+        return Text(self._ask("config", lambda: self.lab.pbx.config(filename), file=filename))
 
     def registrations(self) -> pd.DataFrame:
         """Extension → contact address of each registered phone, as the PBX sees it."""
-        path = self.recorded_dir / "registrations.json"
-        if self.mode == "live":
-            data = self.lab.pbx.registered()
-            if self.recording:
-                _write(path, json.dumps(data, indent=2, sort_keys=True))
-        else:
-            data = json.loads(path.read_text())
+        data = self._ask("registrations", lambda: self.lab.pbx.registered())
         return pd.DataFrame(sorted(data.items()), columns=["extension", "contact"])
 
     # -- calls ------------------------------------------------------------------------------
@@ -210,20 +161,14 @@ class Session:
         Returns Asterisk's RTP statistics per channel taken during the call (packets and
         losses each way), the proof that media flowed.
         """
-        path = self.recorded_dir / "calls.json"
-        if self.mode == "live":
+        def place_call():
             call = self.lab.phone(caller).call(callee).wait_established(10)
             time.sleep(seconds)
             stats = self.lab.pbx.channel_stats()
             call.hangup()
-            self._calls.append({"caller": caller, "callee": callee, "seconds": seconds,
-                                "channel_stats": stats})
-            if self.recording:
-                _write(path, json.dumps(self._calls, indent=2))
-        else:
-            recorded = json.loads(path.read_text())
-            self._calls.append(recorded[len(self._calls)])
-        return pd.DataFrame(self._calls[-1]["channel_stats"])
+            return stats
+        stats = self._ask("call", place_call, caller=caller, callee=callee, seconds=seconds)
+        return pd.DataFrame(stats)
 
     # -- the capture and its analysis ----------------------------------------------------------
     def pcap_at(self, place: str | None = None) -> Path:
@@ -363,33 +308,13 @@ class Session:
         """The audio ``phone`` sent, decoded from the captured packets it sent."""
         return analysis.decode_stream(self.rtp, self._stream_of(phone, "src"))
 
-    # -- actions recorded step by step (NAT, DDNS…) ---------------------------------------------
-    def _step(self, kind: str, compute: Callable[[], Any]) -> Any:
-        """Live: do it and (when recording) log its JSON result; replay: the logged result."""
-        path = self.recorded_dir / "steps.json"
-        if self.mode == "live":
-            result = compute()
-            self._steps.append({"kind": kind, "result": result})
-            if self.recording:
-                _write(path, json.dumps(self._steps, indent=2))
-            return result
-        if self._replayed_steps is None:
-            self._replayed_steps = json.loads(path.read_text()) if path.exists() else []
-        index = len(self._steps)
-        if index >= len(self._replayed_steps) or self._replayed_steps[index]["kind"] != kind:
-            raise LabStateError(f"The recording of {self.name} has no step {index + 1} ({kind}).",
-                                cause="the notebook changed since it was recorded",
-                                hint="re-record it: sudo .venv/bin/python scripts/record_notebooks.py")
-        entry = self._replayed_steps[index]
-        self._steps.append(entry)
-        return entry["result"]
-
+    # -- actions on the lab (NAT, DDNS…), in the same log ------------------------------------
     def mark(self, label: str) -> None:
         """Note the time a step starts, to look at its packets later (``ladder(since=…)``)."""
-        self._step("mark", lambda: {"label": label, "time": time.time()})
+        self._ask("mark", lambda: {"label": label, "time": time.time()}, label=label)
 
     def marks(self) -> dict[str, float]:
-        return {s["result"]["label"]: s["result"]["time"] for s in self._steps if s["kind"] == "mark"}
+        return {m["label"]: m["time"] for m in self.recorder.results("mark")}
 
     @property
     def box(self):
@@ -403,7 +328,7 @@ class Session:
 
     def box_rules(self) -> Text:
         """The box's nftables rules in force."""
-        return Text(self._step("box-rules", lambda: self.box.rules()))
+        return Text(self._ask("box-rules", lambda: self.box.rules()))
 
     def forward_ports(self, to_host: str | None = None) -> Text:
         """The report's fix A: forward 5060/udp, 10000-20000/udp, 5061/tcp to the PBX."""
@@ -412,25 +337,25 @@ class Session:
         def forward():
             self.box.forward_walkthrough_ports(target)
             return self.box.rules()
-        return Text(self._step("forward-ports", forward))
+        return Text(self._ask("forward-ports", forward, to=target))
 
     def sip_alg(self, enabled: bool) -> Text:
         """Switch the box's SIP ALG (the kernel's SIP helper) on or off; returns the rules."""
         def switch():
             self.box.set_sip_alg(enabled)
             return self.box.rules()
-        return Text(self._step("sip-alg", switch))
+        return Text(self._ask("sip-alg", switch, enabled=enabled))
 
     def configure_pbx(self, **nat: Any) -> Text:
         """Change the PBX's NAT settings (restarts Asterisk); returns its SIP configuration."""
         def change():
             self.lab.reconfigure({"nat": nat})
             return self.lab.pbx.config(self.lab.pbx.sip_config_name)
-        return Text(self._step("configure-pbx", change))
+        return Text(self._ask("configure-pbx", change, nat=nat))
 
     def register(self, phone: str) -> bool:
         """Make ``phone`` register now; True if the PBX accepted it."""
-        return bool(self._step("register", lambda: self.lab.phone(phone).register_again()))
+        return bool(self._ask("register", lambda: self.lab.phone(phone).register_again(), phone=phone))
 
     def talk(self, caller: str = "bob", callee: str = "6000", seconds: float = 3.0) -> pd.DataFrame:
         """A call where both sides speak; what each heard, judged against what the other said."""
@@ -440,59 +365,23 @@ class Session:
             conversation = talk(self.lab, caller, callee, seconds)
             return {"established": conversation.established, "error": conversation.error,
                     "heard": conversation.summary()}
-        result = self._step("talk", converse)
+        result = self._ask("talk", converse, caller=caller, callee=callee, seconds=seconds)
         table = pd.DataFrame(result["heard"]).T.rename_axis("listener")
         table.attrs["established"] = result["established"]
         return table
 
     def move_box(self, address: str) -> str:
         """The ISP gives the box a new public address; returns the old one."""
-        return self._step("move-box", lambda: self.box.set_public_address(address))
+        return self._ask("move-box", lambda: self.box.set_public_address(address), address=address)
 
     def ddns_update(self, name: str, address: str) -> str:
         """The box's DDNS client updates ``name``; returns what the lab's DNS now answers."""
         def update():
             self.lab.dns.update(name, address)
             return self.lab.dns.resolve(name)
-        return self._step("ddns-update", update)
+        return self._ask("ddns-update", update, name=name, address=address)
 
-    @staticmethod
-    def listen(samples: np.ndarray):
-        """A player for 8 kHz audio in the notebook."""
-        from IPython.display import Audio
-        return Audio(samples.astype(np.float32) / 32768.0, rate=8000, normalize=False)
-
-
-def side_by_side(lab: str = "first-call", files: tuple[str, ...] | None = None,
-                 overrides: dict | None = None) -> dict[str, dict[str, str]]:
-    """The lab's Asterisk configuration rendered for both tracks (no lab needed).
-
-    Secrets are shown as a placeholder: a real run draws them at random.
-    """
-    spec = load_spec(lab, overrides)
-    placeholder = {e.extension: "<random-per-run>" for e in spec.pbx.endpoints}
-    credentials = PbxCredentials(secrets=placeholder, ami_user="labkit", ami_secret="<random-per-run>")
-    out: dict[str, dict[str, str]] = {}
-    with tempfile.TemporaryDirectory(prefix="labkit-render-") as tmp:
-        for track in TRACKS:
-            written = render_pbx(spec, track, credentials, Path(tmp) / track)
-            wanted = files or (SIP_CONFIG[track], "extensions.conf", "rtp.conf")
-            out[track] = {name: Text(written[name].read_text()) for name in wanted if name in written}
-    return out
-
-
-def compare(left: str, right: str, titles: tuple[str, str] = ("legacy", "modern")):
-    """Two texts in two columns (HTML), e.g. a sip.conf peer next to its pjsip.conf objects."""
-    import html
-    from IPython.display import HTML
-    cells = "".join(f"<td style='vertical-align:top'><b>{html.escape(t)}</b>"
-                    f"<pre style='font-size:80%'>{html.escape(x)}</pre></td>"
-                    for t, x in zip(titles, (left, right)))
-    return HTML(f"<table><tr>{cells}</tr></table>")
-
-
-def _slug(command: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", command.lower()).strip("-")[:60]
+    listen = staticmethod(listen)
 
 
 _VOLATILE = [
@@ -505,9 +394,3 @@ def _stable(text: str) -> str:
     for pattern, replacement in _VOLATILE:
         text = pattern.sub(replacement, text)
     return text
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-

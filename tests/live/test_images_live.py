@@ -72,15 +72,15 @@ def test_legacy_image_has_asterisk_16_with_chan_sip(legacy):
 def test_marker_and_listing(modern, legacy):
     for track, path in (("modern", modern), ("legacy", legacy)):
         meta = json.loads((path / images.MARKER).read_text())
-        assert meta["track"] == track and meta["key"] == images.TRACKS[track].key
+        assert meta["track"] == track and meta["key"] == images.RECIPES[track].key
         assert meta["versions"]["asterisk"] and len(meta["tarball_sha256"]) == 64
         info = images.image_info(track)
         assert info is not None and info.ready and info.current
         assert info.size > 10_000_000 and info.tarball.is_file()
         assert info.rootfs_size > info.size
     listed = {(i.track, i.key) for i in images.list_images()}
-    assert ("modern", images.TRACKS["modern"].key) in listed
-    assert ("legacy", images.TRACKS["legacy"].key) in listed
+    assert ("modern", images.RECIPES["modern"].key) in listed
+    assert ("legacy", images.RECIPES["legacy"].key) in listed
 
 
 def test_warm_ensure_image_does_not_build(modern, legacy, monkeypatch):
@@ -94,7 +94,7 @@ def test_warm_ensure_image_does_not_build(modern, legacy, monkeypatch):
 
 def test_missing_rootfs_is_reextracted_not_rebuilt(modern, tmp_path, monkeypatch):
     """Delete the extracted dir: the cached tarball is unpacked again, mmdebstrap not run."""
-    key = images.TRACKS["modern"].key
+    key = images.RECIPES["modern"].key
     src = images.cache_dir() / "images"
     private = tmp_path / "cache"
     (private / "images").mkdir(parents=True)

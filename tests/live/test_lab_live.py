@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from labkit.lab.lab import Lab, leftovers
+from labkit.lab import Lab, leftovers
 from labkit.errors import LabStateError
 
 pytestmark = pytest.mark.live
@@ -67,7 +67,7 @@ def _run_lab_script(lab_name: str) -> subprocess.Popen:
     """A Python process that brings a lab up inside ``with`` and then waits forever."""
     script = textwrap.dedent(f"""
         import time
-        from labkit.lab.lab import Lab
+        from labkit.lab import Lab
         with Lab.load("first-call", name={lab_name!r}) as lab:
             print("UP", flush=True)
             time.sleep(600)

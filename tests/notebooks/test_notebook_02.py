@@ -174,7 +174,7 @@ def test_recordings_present():
     assert len(found) >= 6
     for name, places in found:
         for track in TRACKS:
-            assert (DATA / "recorded" / f"{name}-{track}" / "steps.json").is_file(), (name, track)
+            assert (DATA / "recorded" / f"{name}-{track}" / "session.json").is_file(), (name, track)
             for i, place in enumerate(places):
                 suffix = "" if i == 0 else f"-{place}"
                 capture = DATA / "captures" / f"{name}-{track}{suffix}.pcap"
@@ -190,7 +190,7 @@ def test_checks_tell_right_from_wrong(track):
     def replayed(name, lab, places):
         session = Session.start(name, lab, track=track, mode="replay", capture=places)
         # the conversations and marks of the recording, as the notebook's cells left them
-        session._steps = list(json.loads((session.recorded_dir / "steps.json").read_text()))
+        session.recorder.replay_all()
         return session
 
     home = ("lan", "internet")

@@ -87,7 +87,7 @@ def fake_mm(tmp_path, monkeypatch, cache) -> Path:
     counter = tmp_path / "mm-count"
     monkeypatch.setenv("FAKE_MM_COUNTER", str(counter))
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-    monkeypatch.setitem(images.TRACKS, "fake", FAKE_RECIPE)
+    monkeypatch.setitem(images.RECIPES, "fake", FAKE_RECIPE)
     monkeypatch.setattr(images.os, "geteuid", lambda: 0)
     return counter
 
@@ -122,7 +122,7 @@ def fake_image(cache: Path, track: str, key: str, *, marker: bool = True,
 
 
 def test_key_is_stable_and_short():
-    recipe = images.TRACKS["modern"]
+    recipe = images.RECIPES["modern"]
     again = dataclasses.replace(recipe)
     assert recipe.key == again.key
     assert len(recipe.key) == 12 and int(recipe.key, 16) >= 0
@@ -132,7 +132,7 @@ def test_key_is_stable_and_short():
 
 
 def test_key_changes_with_packages_and_version_but_not_checks():
-    recipe = images.TRACKS["modern"]
+    recipe = images.RECIPES["modern"]
     assert dataclasses.replace(recipe, packages=recipe.packages + ("tcpdump",)).key != recipe.key
     assert dataclasses.replace(recipe, recipe_version=recipe.recipe_version + 1).key != recipe.key
     assert dataclasses.replace(recipe, hooks=()).key != recipe.key
@@ -141,15 +141,15 @@ def test_key_changes_with_packages_and_version_but_not_checks():
 
 
 def test_tracks_differ_and_name_what_labs_need():
-    assert set(images.TRACKS) >= {"modern", "legacy"}
-    assert images.TRACKS["modern"].key != images.TRACKS["legacy"].key
-    args = images.TRACKS["modern"].mmdebstrap_args(Path("/x/out.tar.zst"))
+    assert set(images.RECIPES) >= {"modern", "legacy"}
+    assert images.RECIPES["modern"].key != images.RECIPES["legacy"].key
+    args = images.RECIPES["modern"].mmdebstrap_args(Path("/x/out.tar.zst"))
     assert "--variant=minbase" in args
     assert '--aptopt=Acquire::Check-Valid-Until "false"' in args
     include = next(a for a in args if a.startswith("--include="))
     assert "asterisk" in include and "sip-tester" in include and "baresip-core" in include
     assert args[-2:] == ["/x/out.tar.zst", "deb http://deb.debian.org/debian forky main"]
-    legacy = images.TRACKS["legacy"]
+    legacy = images.RECIPES["legacy"]
     assert legacy.suite == "bullseye"
     assert any("bullseye-security" in m for m in legacy.mirrors)
 
@@ -159,7 +159,7 @@ def test_cache_dir_default_and_override(monkeypatch, tmp_path):
     assert images.cache_dir() == Path("/var/cache/labkit")
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
     assert images.cache_dir() == tmp_path
-    key = images.TRACKS["modern"].key
+    key = images.RECIPES["modern"].key
     assert images.image_path("modern") == tmp_path / "images" / f"modern-{key}"
 
 
@@ -180,7 +180,7 @@ def test_ensure_image_without_build_on_empty_cache(cache):
 
 
 def test_dir_without_marker_is_not_valid(cache):
-    rootfs = fake_image(cache, "modern", images.TRACKS["modern"].key, marker=False,
+    rootfs = fake_image(cache, "modern", images.RECIPES["modern"].key, marker=False,
                         tarball=False)
     assert rootfs == images.image_path("modern")
     with pytest.raises(ImageError):
@@ -192,10 +192,10 @@ def test_dir_without_marker_is_not_valid(cache):
 
 
 def test_list_and_remove_on_fake_layout(cache):
-    cur = images.TRACKS["modern"].key
+    cur = images.RECIPES["modern"].key
     fake_image(cache, "modern", cur)
     fake_image(cache, "modern", "0123456789ab")  # an older recipe
-    legacy_key = images.TRACKS["legacy"].key
+    legacy_key = images.RECIPES["legacy"].key
     fake_image(cache, "legacy", legacy_key, marker=False)  # tarball only
     shutil.rmtree(cache / "images" / f"legacy-{legacy_key}")
 
@@ -442,11 +442,11 @@ def test_real_mmdebstrap_unresolvable_mirror(cache, monkeypatch):
     if os.geteuid() != 0 or not all(shutil.which(t) for t in images.REQUIRED_TOOLS):
         pytest.skip("needs root, mmdebstrap and zstd")
     broken = dataclasses.replace(
-        images.TRACKS["modern"],
+        images.RECIPES["modern"],
         mirrors=("deb http://mirror.invalid/debian forky main",),
-        aptopts=images.TRACKS["modern"].aptopts + ('Acquire::Retries "0"',),
+        aptopts=images.RECIPES["modern"].aptopts + ('Acquire::Retries "0"',),
     )
-    monkeypatch.setitem(images.TRACKS, "broken", broken)
+    monkeypatch.setitem(images.RECIPES, "broken", broken)
     with pytest.raises(ImageError) as err:
         images.build_image("broken", progress=False)
     log = cache / "images" / f"broken-{broken.key}.build.log"

@@ -16,9 +16,9 @@ import yaml
 from pydantic import ValidationError
 
 from golden import assert_golden
-from labkit.spec import model
+from labkit import spec as model
 from labkit.errors import LabFileError, LabkitError
-from labkit.spec.model import (
+from labkit.spec import (
     LABS_DIR, LabSpec, draw_secrets, find_lab_file, json_schema, load_spec, parse_spec,
 )
 

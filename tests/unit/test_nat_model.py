@@ -6,7 +6,7 @@ import ipaddress
 import pytest
 
 from labkit.errors import LabFileError
-from labkit.spec.model import load_spec, parse_spec, LABS_DIR
+from labkit.spec import LABS_DIR, load_spec, parse_spec
 from labkit.net.natbox import render_ruleset
 
 HOME = (LABS_DIR / "home-pbx.yaml").read_text()

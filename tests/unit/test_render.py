@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from golden import assert_golden, updating
-from labkit.spec.model import LabSpec, load_spec
-from labkit.services.asterisk.config import (
-    CHANNEL_TECH, MODULES, SIP_CONFIG, TEMPLATES, PbxCredentials, entity_id, render_pbx,
-)
+from labkit.spec import LabSpec, load_spec
+from labkit import tracks
+from labkit.services.asterisk.config import TEMPLATES, entity_id, render_pbx
+from labkit.services.base import Credentials as PbxCredentials
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "render"
@@ -80,7 +80,7 @@ def _one(sections, name, kind=None) -> dict[str, list[str]]:
 def test_rendered_files_match_goldens(first_call, track, tmp_path):
     files = _render(first_call, track, tmp_path / track)
     golden_dir = GOLDEN / track
-    assert set(files) == COMMON | STATIC | {SIP_CONFIG[track]}
+    assert set(files) == COMMON | STATIC | {tracks.get(track).sip_config}
     # Nothing else is written to the directory than what render_pbx reports.
     assert {p.name for p in (tmp_path / track).iterdir()} == set(files)
     for name, text in sorted(files.items()):
@@ -167,7 +167,7 @@ def test_modern_pjsip_conf_has_endpoint_auth_and_aor_per_extension(first_call, t
 @pytest.mark.parametrize("track", TRACKS)
 def test_each_secret_appears_once_per_extension_and_nowhere_else(first_call, track, tmp_path):
     files = _render(first_call, track, tmp_path)
-    sip = SIP_CONFIG[track]
+    sip = tracks.get(track).sip_config
     for secret in SECRETS.values():
         assert files[sip].count(secret) == 1, f"{secret} in {sip}"
         assert all(secret not in text for name, text in files.items() if name != sip)
@@ -178,7 +178,7 @@ def test_each_secret_appears_once_per_extension_and_nowhere_else(first_call, tra
 @pytest.mark.parametrize("track, dial", [("modern", "PJSIP"), ("legacy", "SIP")])
 def test_dialplan_tech_becomes_the_track_driver(first_call, track, dial, tmp_path):
     text = _render(first_call, track, tmp_path)["extensions.conf"]
-    assert CHANNEL_TECH[track] == dial
+    assert tracks.get(track).channel_tech == dial
     assert f"exten => _6XXX,1,Dial({dial}/${{EXTEN}},20)\n" in text
     assert "same => n,Hangup()\n" in text
     other = {"PJSIP": "SIP", "SIP": "PJSIP"}[dial]
@@ -226,7 +226,7 @@ def test_modules_conf_loads_exactly_the_track_driver(first_call, track, driver, 
     settings = _settings(_render(first_call, track, tmp_path)["modules.conf"])
     assert ("modules", "autoload", "no") in settings
     loaded = [v for s, k, v in settings if k == "load"]
-    assert loaded == [f"{m}.so" for m in MODULES[track]]
+    assert loaded == [f"{m}.so" for m in tracks.get(track).modules]
     assert len(loaded) == len(set(loaded)), "a module listed twice"
     assert f"{driver}.so" in loaded and f"{other}.so" not in loaded
     for common in ("res_rtp_asterisk.so", "pbx_config.so", "app_dial.so", "codec_ulaw.so"):

@@ -41,7 +41,7 @@ def is_private(addr) -> bool:
 
 def talks(session) -> list[dict]:
     """What each measured conversation of a session gave: listener -> summary."""
-    return [s["result"]["heard"] for s in session._steps if s["kind"] == "talk"]
+    return [talk["heard"] for talk in session.recorder.results("talk")]
 
 
 def heard(session, index: int = -1) -> dict[str, bool]:
@@ -82,7 +82,7 @@ def last_register_ok_from(session) -> str:
 
 
 def ddns_address(session) -> str:
-    return next(s["result"] for s in session._steps if s["kind"] == "ddns-update")
+    return session.recorder.results("ddns-update")[0]
 
 
 def alg_invite_sdp(session) -> str:

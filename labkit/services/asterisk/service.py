@@ -1,6 +1,6 @@
 """Asterisk in a lab: render its configuration, run it sandboxed, talk to it (CLI and AMI).
 
-Inside the sandbox (see :mod:`labkit.daemons`):
+Inside the sandbox (see :mod:`labkit.services.sandbox`):
 
 ==================  ===========================================  ==========
 path                what                                           mode
@@ -21,45 +21,85 @@ import re
 import subprocess
 from pathlib import Path
 
+from labkit import tracks
+from labkit.errors import AsteriskError, AsteriskTimeout
 from labkit.services.asterisk.ami import AmiClient
-from labkit.services.base import Daemon, Sandbox, log_tail
-from labkit.errors import AsteriskError, AsteriskTimeout, DaemonError
-from labkit.net.netns import Namespace
-from labkit.services.asterisk.config import SIP_CONFIG, PbxCredentials
-from labkit.state import LabRecord
+from labkit.services.asterisk.config import render_pbx
+from labkit.services.base import Credentials, LabContext, Port, Service, ServiceContext
+from labkit.services.processes import log_tail
+from labkit.services.sandbox import Sandbox
+from labkit.spec.model import LabSpec
+from labkit.tracks import Track
 
 ASTERISK_CONF = "/etc/asterisk/asterisk.conf"
 
 
-class Asterisk(Daemon):
-    """One Asterisk server of a lab."""
+class Asterisk(Service):
+    """One Asterisk server of a lab, on either track."""
 
+    kind = "asterisk"
+    # Names in its configuration (a DDNS external address) must resolve at boot.
+    needs = ("dnsmasq",)
     ready_timeout = 15.0
 
-    def __init__(self, *, host: str, track: str, namespace: Namespace, rootfs: Path,
-                 config_dir: Path, state_dir: Path, log_dir: Path, etc_dir: Path,
-                 credentials: PbxCredentials, ami_port: int, record: LabRecord):
-        self.host = host
-        self.track = track
-        self.config_dir = config_dir
-        self.state_dir = state_dir
-        self.log_dir = log_dir
+    def __init__(self, context: ServiceContext, *, spec: LabSpec, track: Track | str,
+                 credentials: Credentials):
+        super().__init__(context)
+        self.host = context.host
+        self.spec = spec
+        self.track = tracks.get(track)
         self.credentials = credentials
-        self.ami_port = ami_port
+        self.config_dir = context.config_dir
+        self.state_dir = context.state_dir
+        self.log_dir = context.log_dir
         self._ami: AmiClient | None = None
-        for sub in ("db", "keys", "spool", "run"):
-            (state_dir / sub).mkdir(parents=True, exist_ok=True)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        sandbox = Sandbox(
-            rootfs=rootfs, hostname=host, etc_dir=etc_dir,
-            ro_binds=[(config_dir, "/etc/asterisk")],
-            binds=[(state_dir, "/srv/lab"), (log_dir, "/srv/lab/log")],
-        )
+
+    # -- the declaration ---------------------------------------------------------------
+    @property
+    def ami_port(self) -> int:
+        return self.spec.pbx.ami_port
+
+    def ports(self) -> list[Port]:
+        pbx = self.spec.pbx
+        return [*(Port(t, pbx.sip_port, f"SIP over {t.upper()}") for t in pbx.transports),
+                Port("tcp", pbx.ami_port, "AMI")]
+
+    def render(self) -> None:
+        render_pbx(self.spec, self.track, self.credentials, self.config_dir)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return Sandbox(rootfs=self.context.rootfs, hostname=self.host, etc_dir=self.context.etc_dir,
+                       ro_binds=[(self.config_dir, "/etc/asterisk")],
+                       binds=[(self.state_dir, "/srv/lab"), (self.log_dir, "/srv/lab/log")])
+
+    def program(self) -> list[str]:
         # -f: stay in the foreground (we are its parent); -n: no colours in logs;
         # -q -m: quiet console (the log file is where messages go).
-        command = ["asterisk", "-f", "-n", "-q", "-m", "-C", ASTERISK_CONF]
-        super().__init__(f"{host}/asterisk", namespace, sandbox, command,
-                         log_dir / "asterisk.out", record)
+        return ["asterisk", "-f", "-n", "-q", "-m", "-C", ASTERISK_CONF]
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / "asterisk.out"
+
+    def start(self) -> None:
+        for sub in ("db", "keys", "spool", "run"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        super().start()
+
+    def reconfigure(self, spec: LabSpec) -> None:
+        """Render the configuration of ``spec`` (same secrets) and restart.
+
+        A restart rather than a reload: PJSIP transports (where external addresses live)
+        are not reloadable by default, and a restart is the same on both tracks.
+        Registrations survive in Asterisk's astdb.
+        """
+        self.spec = spec
+        self.render()
+        self.stop()
+        self.start()
+        self.wait_ready()
 
     # -- lifecycle hooks ---------------------------------------------------------------
     def ready(self) -> bool:
@@ -85,7 +125,7 @@ class Asterisk(Daemon):
         out = result.stdout
         if re.search(r"^No such command '", out, re.MULTILINE):
             raise AsteriskError(f"Asterisk does not know the command {command!r}.",
-                                cause=_wrong_track_cause(command, self.track),
+                                cause=self.track.wrong_command_cause(command),
                                 hint="`core show help` lists the commands")
         return out
 
@@ -134,7 +174,7 @@ class Asterisk(Daemon):
 
     @property
     def sip_config_name(self) -> str:
-        return SIP_CONFIG[self.track]
+        return self.track.sip_config
 
     def log(self, lines: int = 40) -> str:
         """The end of Asterisk's ``messages`` log."""
@@ -146,65 +186,16 @@ class Asterisk(Daemon):
         Legacy: ``sip show channelstats`` (one row per peer); modern: ``pjsip show
         channelstats`` (one row per channel).  Each row: channel, rx/tx packets, lost, jitter.
         """
-        command = "sip show channelstats" if self.track == "legacy" else "pjsip show channelstats"
-        return parse_channel_stats(self.cli(command), self.track)
+        return self.track.parse_channel_stats(self.cli(self.track.commands.channel_stats))
 
-    # -- registrations, both tracks ----------------------------------------------------
     def registered(self) -> dict[str, str]:
-        """Extension → contact address for every registered endpoint, via AMI.
-
-        Legacy: ``SIPpeers`` (chan_sip); modern: ``PJSIPShowContacts``.
-        """
-        if self.track == "legacy":
-            events = self.ami.action("SIPpeers")
-            return {e["ObjectName"]: f"{e['IPaddress']}:{e['IPport']}" for e in events
-                    if e.get("Event") == "PeerEntry" and e.get("IPaddress") not in (None, "", "-none-", "(null)")}
-        events = self.ami.action("PJSIPShowContacts")
-        out = {}
-        for event in events:
-            if event.get("Event") == "ContactList":
-                match = re.search(r"@([^;>]+)", event.get("Uri", ""))
-                out[event.get("Endpoint", "")] = match.group(1) if match else event.get("Uri", "")
-        return out
+        """Extension → contact address for every registered endpoint, via AMI
+        (``SIPpeers`` on chan_sip, ``PJSIPShowContacts`` on PJSIP)."""
+        return self.track.parse_registrations(self.ami.action(self.track.registrations_action))
 
 
-# `pjsip show channelstats` (modern): BridgeId ChannelId UpTime Codec, then receive and
-# transmit Count Lost Pct Jitter, then RTT.
-_PJSIP_STATS = re.compile(
-    r"^\s*\S+\s+(?P<channel>\S+)\s+\d\d:\d\d:\d\d\s+(?P<codec>\S+)\s+(?P<rx_packets>\d+)\s+"
-    r"(?P<rx_lost>\d+)\s+\d+\s+(?P<rx_jitter>[\d.]+)\s+(?P<tx_packets>\d+)\s+(?P<tx_lost>\d+)\s+"
-    r"\d+\s+(?P<tx_jitter>[\d.]+)", re.MULTILINE)
-# `sip show channelstats` (legacy): Peer CallID Duration, Recv: Pack Lost (%) Jitter,
-# Send: Pack Lost (%) Jitter.
-_SIP_STATS = re.compile(
-    r"^(?P<channel>\S+)\s+\S+\s+\d\d:\d\d:\d\d\s+(?P<rx_packets>\d+)\s+(?P<rx_lost>\d+)\s+"
-    r"\(\s*[\d.]+%\)\s+(?P<rx_jitter>[\d.]+)\s+(?P<tx_packets>\d+)\s+(?P<tx_lost>\d+)\s+"
-    r"\(\s*[\d.]+%\)\s+(?P<tx_jitter>[\d.]+)", re.MULTILINE)
-
-
-def parse_channel_stats(text: str, track: str) -> list[dict]:
-    """Rows of Asterisk's RTP statistics per channel: packets and losses each way."""
-    pattern = _SIP_STATS if track == "legacy" else _PJSIP_STATS
-    rows = []
-    for match in pattern.finditer(text):
-        row = match.groupdict()
-        for key in ("rx_packets", "rx_lost", "tx_packets", "tx_lost"):
-            row[key] = int(row[key])
-        for key in ("rx_jitter", "tx_jitter"):
-            row[key] = float(row[key])
-        rows.append(row)
-    return rows
-
-
-def _wrong_track_cause(command: str, track: str) -> str | None:
-    if track == "modern" and command.startswith("sip "):
-        return "this is the modern track (PJSIP): chan_sip's `sip …` commands are `pjsip …` here"
-    if track == "legacy" and command.startswith("pjsip "):
-        return "this is the legacy track (chan_sip): use `sip show peers` and friends"
-    return None
-
-
-def require_running(pbx: Asterisk | None) -> Asterisk:
-    if pbx is None or not pbx.running():
-        raise DaemonError("The lab's Asterisk is not running.", hint="`labkit up LAB` first")
-    return pbx
+def provide(lab: LabContext) -> list[Service]:
+    """The lab's Asterisk (one per lab file's ``pbx``), from the track's image."""
+    pbx_host = lab.spec.pbx.host
+    return [Asterisk(lab.service_context(pbx_host, Asterisk.kind, image=lab.track.image),
+                     spec=lab.spec, track=lab.track, credentials=lab.credentials)]

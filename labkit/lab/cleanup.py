@@ -1,0 +1,69 @@
+"""Removing what a lab made, from its record alone; and finding what is left.
+
+After a clean ``down``, an exception, Ctrl-C or ``labkit clean`` after a crash, nothing of
+a lab may remain: no process, no namespace, no mount, no ``run/`` directory.  Everything is
+found through the lab's record (pids with start times, namespace names, directories) —
+never by process name.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from labkit.net import netns
+from labkit.net.netns import Namespace
+from labkit.services.processes import kill_recorded
+from labkit.state import LabRecord, lab_dir, namespace_prefix
+
+
+def clean_record(record: LabRecord) -> list[str]:
+    """Remove everything a lab record lists; return what was removed (for messages)."""
+    removed = []
+    for proc in list(record.processes):
+        if kill_recorded(proc):
+            removed.append(f"process {proc.pid} ({proc.name})")
+    for name in reversed(record.namespaces):
+        namespace = Namespace(name)
+        if namespace.exists():
+            # Anything still in a namespace we made is ours (e.g. a daemon whose record was
+            # lost mid-write); the namespace identifies it, not its name.
+            for pid in namespace.pids():
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            namespace.delete()
+            removed.append(f"namespace {name}")
+    for path in record.temp_dirs:
+        if Path(path).exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(f"directory {path}")
+    try:
+        record.path.unlink()
+    except FileNotFoundError:
+        pass
+    return removed
+
+
+def leftovers(name: str) -> list[str]:
+    """Everything of lab ``name`` that still exists: namespaces, processes, mounts, dirs.
+
+    Empty after a clean ``down`` or ``labkit clean``; tests assert it, notebooks show it.
+    """
+    found = [f"namespace {n}" for n in netns.existing_namespaces()
+             if n.startswith(namespace_prefix(name))]
+    record = LabRecord.load(name)
+    if record is not None:
+        found.append(f"record {record.path}")
+        found += [f"process {p.pid} ({p.name})" for p in record.processes if p.process() is not None]
+    run = lab_dir(name) / "run"
+    if run.exists():
+        found.append(f"directory {run}")
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            mount_point = line.split()[4]
+            if mount_point.startswith(str(lab_dir(name))) or \
+                    mount_point.startswith(f"/run/netns/{namespace_prefix(name)}"):
+                found.append(f"mount {mount_point}")
+    return found

@@ -1,0 +1,184 @@
+"""The cross-references of a lab file that its schema cannot see.
+
+A phone's host exists, an address lies in its network, two listeners do not share a port,
+a NAT box has a WAN and a LAN … each problem is a ``(place, message)`` pair, the place
+written as in the file (``phones[1].extension``) so that :mod:`labkit.spec.load` can give
+its line.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+import jinja2
+import jinja2.meta
+
+from labkit.spec.model import Host, LabSpec, Network
+
+
+def check_references(spec: LabSpec) -> list[tuple[str, str]]:
+    """The cross-references pydantic cannot see; returns (place, message) pairs."""
+    problems: list[tuple[str, str]] = []
+    networks = {n.name: n for n in spec.networks}
+    hosts = {h.name: h for h in spec.hosts}
+
+    problems += _duplicates("networks", [n.name for n in spec.networks], "name")
+    problems += _duplicates("hosts", [h.name for h in spec.hosts], "name")
+    problems += _duplicates("phones", [p.name for p in spec.phones], "name")
+    # Hosts and networks share one namespace naming scheme (lk-<lab>-<name>).
+    for i, host in enumerate(spec.hosts):
+        if host.name in networks:
+            problems.append((f"hosts[{i}].name", f"{host.name!r} is also a network's name; hosts "
+                             "and networks each get a namespace named after them: rename one"))
+    problems += _duplicates("pbx.endpoints", [e.extension for e in spec.pbx.endpoints], "extension")
+    # One registration per extension (max_contacts=1): a second phone would evict the first.
+    problems += _duplicates("phones", [p.extension for p in spec.phones], "extension")
+
+    seen_addresses: dict[ipaddress.IPv4Address, str] = {}
+    for i, host in enumerate(spec.hosts):
+        attached = []
+        for j, iface in enumerate(host.interfaces):
+            place = f"hosts[{i}].interfaces[{j}]"
+            net = networks.get(iface.network)
+            if net is None:
+                problems.append((f"{place}.network", f"unknown network {iface.network!r}; "
+                                 f"declared networks: {', '.join(networks) or 'none'}"))
+                continue
+            attached.append(net)
+            if iface.address not in net.subnet or iface.address in (
+                    net.subnet.network_address, net.subnet.broadcast_address):
+                problems.append((f"{place}.address", f"{iface.address} is not a host address of "
+                                 f"network {net.name!r} ({net.subnet}); use one of "
+                                 f"{_first_hosts(net.subnet)}"))
+            if iface.address in seen_addresses:
+                problems.append((f"{place}.address", f"{iface.address} is already used by "
+                                 f"{seen_addresses[iface.address]}"))
+            seen_addresses[iface.address] = place
+        problems += _duplicates(f"hosts[{i}].interfaces",
+                                [iface.network for iface in host.interfaces], "network")
+        if host.gateway is not None and attached and not any(
+                host.gateway in net.subnet for net in attached):
+            problems.append((f"hosts[{i}].gateway", f"{host.gateway} is in none of the host's "
+                             f"networks ({', '.join(str(n.subnet) for n in attached)})"))
+
+    for i, host in enumerate(spec.hosts):
+        if host.nat is not None:
+            problems += nat_problems(f"hosts[{i}].nat", host, networks)
+
+    if spec.dns is not None and spec.dns.host not in hosts:
+        problems.append(("dns.host", f"unknown host {spec.dns.host!r}; hosts: {', '.join(hosts)}"))
+
+    if spec.pbx.host not in hosts:
+        problems.append(("pbx.host", f"unknown host {spec.pbx.host!r}; hosts: {', '.join(hosts)}"))
+    extensions = {e.extension for e in spec.pbx.endpoints}
+    for context in spec.pbx.dialplan:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", context) or context in RESERVED_CONTEXTS:
+            problems.append((f"pbx.dialplan.{context}", "a context name is letters, digits, '_' "
+                             f"or '-', and not one of {', '.join(sorted(RESERVED_CONTEXTS))}"))
+        for j, line in enumerate(spec.pbx.dialplan[context]):
+            problem = _dialplan_line_problem(line)
+            if problem:
+                problems.append((f"pbx.dialplan.{context}[{j}]", problem))
+    for i, endpoint in enumerate(spec.pbx.endpoints):
+        if endpoint.context not in spec.pbx.dialplan:
+            problems.append((f"pbx.endpoints[{i}].context", f"no dialplan context "
+                             f"{endpoint.context!r}; contexts: {', '.join(spec.pbx.dialplan)}"))
+    for i, phone in enumerate(spec.phones):
+        if phone.host not in hosts:
+            problems.append((f"phones[{i}].host", f"unknown host {phone.host!r}; "
+                             f"hosts: {', '.join(hosts)}"))
+        if phone.extension not in extensions:
+            problems.append((f"phones[{i}].extension", f"extension {phone.extension!r} is not "
+                             f"declared under pbx.endpoints; declared: {', '.join(sorted(extensions))}"))
+    problems += _port_collisions(spec)
+    return problems
+
+
+def nat_problems(place: str, host: Host, networks: dict[str, Network]) -> list[tuple[str, str]]:
+    """An ISP box needs a WAN and a LAN; forwards go to the LAN and must not overlap."""
+    nat = host.nat
+    attached = [iface.network for iface in host.interfaces]
+    problems = []
+    if nat.outside not in attached:
+        problems.append((f"{place}.outside", f"a NAT box needs a WAN: {nat.outside!r} is not one of "
+                         f"its networks ({', '.join(attached)}); name the network facing the Internet"))
+    inside = [networks[n] for n in attached if n != nat.outside and n in networks]
+    if not inside:
+        problems.append((place, "a NAT box needs a LAN too: give the host a second interface"))
+    if not host.forwarding:
+        problems.append((f"{place.rsplit('.', 1)[0]}.forwarding", "a NAT box routes: set forwarding: true"))
+    for j, forward in enumerate(nat.forwards):
+        if inside and not any(forward.to in net.subnet for net in inside):
+            problems.append((f"{place}.forwards[{j}].to", f"{forward.to} is not on the box's LAN "
+                             f"({', '.join(str(n.subnet) for n in inside)}); a port forward leads "
+                             "to a host inside"))
+        low, high = forward.range
+        for k, other in enumerate(nat.forwards[:j]):
+            other_low, other_high = other.range
+            if other.proto == forward.proto and low <= other_high and other_low <= high:
+                problems.append((f"{place}.forwards[{j}].ports", f"{forward.proto} {low}-{high} "
+                                 f"overlaps forwards[{k}] ({other_low}-{other_high}); a WAN port "
+                                 "can lead to one LAN host only"))
+    return problems
+
+
+RESERVED_CONTEXTS = {"general", "globals"}
+
+
+def _dialplan_line_problem(line: str) -> str | None:
+    """A dialplan line is one line of extensions.conf; ``{{ tech }}`` is its only variable."""
+    if "\n" in line or "\r" in line:
+        return "one line of extensions.conf per list item (no line breaks)"
+    try:
+        variables = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(line))
+    except jinja2.TemplateSyntaxError as exc:
+        return f"template error: {exc.message}; the only placeholder is {{{{ tech }}}}"
+    unknown = variables - {"tech"}
+    if unknown:
+        return (f"unknown placeholder {', '.join(sorted(unknown))}; the only one is {{{{ tech }}}} "
+                "(SIP or PJSIP). Asterisk variables are written ${EXTEN}")
+    return None
+
+
+def _port_collisions(spec: LabSpec) -> list[tuple[str, str]]:
+    """Two listeners on the same host, transport and port cannot both bind."""
+    owners: dict[tuple[str, str, int], str] = {}
+    problems = []
+    pbx = spec.pbx
+    claims = [(pbx.host, t, pbx.sip_port, "pbx.sip_port") for t in pbx.transports]
+    claims.append((pbx.host, "tcp", pbx.ami_port, "pbx.ami_port"))
+    low, high = pbx.rtp_ports
+    for i, phone in enumerate(spec.phones):
+        claims.append((phone.host, "udp", phone.sip_port, f"phones[{i}].sip_port"))
+        if phone.host == pbx.host and low <= phone.sip_port <= high:
+            problems.append((f"phones[{i}].sip_port", f"port {phone.sip_port} is inside the "
+                             f"PBX's RTP range {low}-{high} on the same host"))
+    for host, transport, port, place in claims:
+        key = (host, transport, port)
+        if key in owners:
+            problems.append((place, f"{transport} port {port} on host {host!r} is already "
+                             f"taken by {owners[key]}; choose another port"))
+        else:
+            owners[key] = place
+    return problems
+
+
+def _duplicates(prefix: str, values: list[Any], field: str) -> list[tuple[str, str]]:
+    first: dict[Any, int] = {}
+    out = []
+    for i, value in enumerate(values):
+        if value in first:
+            out.append((f"{prefix}[{i}].{field}", f"duplicate {field} {value!r} "
+                        f"(also at {prefix}[{first[value]}]); each must be unique"))
+        else:
+            first[value] = i
+    return out
+
+
+def _first_hosts(subnet: ipaddress.IPv4Network) -> str:
+    if subnet.prefixlen >= 31:
+        return "nothing: a lab network needs a prefix of /30 or shorter (e.g. /24)"
+    return f"{subnet.network_address + 1} … {subnet.broadcast_address - 1}"
+
+

@@ -150,6 +150,7 @@ def worker(method: str, pcap: str, limit: int) -> dict:
                 "traced_peak_mb": traced, "measured": n}
     if method == "tshark":
         import csv
+
         import pandas as pd
         base = _current_rss_mb()
         fields = ["frame.number", "frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstport",
@@ -175,6 +176,7 @@ def worker(method: str, pcap: str, limit: int) -> dict:
                 "base_rss_mb": base, "child_rss_mb": child, "measured": len(df)}
     if method == "pyshark":
         import asyncio
+
         import pyshark
         base = _current_rss_mb()
         loop = asyncio.new_event_loop()
@@ -199,7 +201,8 @@ def worker(method: str, pcap: str, limit: int) -> dict:
         except Exception:
             pass
         child = box[0]
-        return {"packets": seqs, "seconds": dt, "peak_rss_mb": max(_rss_mb(), child), "worker_peak_mb": _rss_mb(), "base_rss_mb": base,
+        return {"packets": seqs, "seconds": dt, "peak_rss_mb": max(_rss_mb(), child),
+                "worker_peak_mb": _rss_mb(), "base_rss_mb": base,
                 "child_rss_mb": child,
                 "measured": count, "extrapolated": True}
     raise SystemExit(f"unknown method {method}")

@@ -44,7 +44,7 @@ class ProcessRecord:
     argv: list[str]
 
     @classmethod
-    def of(cls, name: str, pid: int, argv: list[str]) -> "ProcessRecord":
+    def of(cls, name: str, pid: int, argv: list[str]) -> ProcessRecord:
         try:
             created = psutil.Process(pid).create_time()
         except psutil.Error:
@@ -89,7 +89,7 @@ class LabRecord:
         os.replace(tmp, self.path)
 
     @classmethod
-    def load(cls, name: str) -> "LabRecord | None":
+    def load(cls, name: str) -> LabRecord | None:
         path = lab_dir(name) / "state.json"
         try:
             data = json.loads(path.read_text())
@@ -122,8 +122,6 @@ class LabRecord:
             self.temp_dirs.append(str(path))
             self.save()
 
-    def owner_alive(self) -> bool:
-        return self.owner_pid > 0 and psutil.pid_exists(self.owner_pid)
 
 
 def recorded_labs() -> list[LabRecord]:

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from labkit.teaching import manifest
 from labkit.analysis import rtp_streams, sip_messages
 from labkit.lab import Lab
+from labkit.teaching import manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 
 import pytest
@@ -36,11 +37,40 @@ def labkit_home(tmp_path_factory):
     from labkit.state import recorded_labs
     for record in recorded_labs():
         clean_record(record)
+    _LEFTOVERS.extend(_wait_for_no_leftovers())
     if previous is None:
         os.environ.pop("LABKIT_HOME", None)
     else:
         os.environ["LABKIT_HOME"] = previous
     shutil.rmtree(home, ignore_errors=True)
+
+
+_LEFTOVERS: list[str] = []
+#: How long a notebook kernel still taking its labs down at exit may take.
+_LEFTOVER_GRACE = float(os.environ.get("LABKIT_LEFTOVER_GRACE", "30"))
+
+
+def _wait_for_no_leftovers() -> list[str]:
+    """Lab namespaces and lab processes still on the machine, whatever LABKIT_HOME made
+    them (after a grace period for a kernel finishing its own teardown)."""
+    from labkit.lab.cleanup import unrecorded_leftovers
+    deadline = time.monotonic() + _LEFTOVER_GRACE
+    while True:
+        found = unrecorded_leftovers()
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A test run ends with no lab namespace and no lab process on the machine."""
+    if _LEFTOVERS:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["", "LEFTOVERS: the test run left these on the machine (no lab may outlive its test):",
+                 *(f"  {item}" for item in _LEFTOVERS)]
+        if reporter is not None:
+            reporter.write_line("\n".join(lines), red=True)
 
 
 @pytest.fixture

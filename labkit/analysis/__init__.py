@@ -17,7 +17,8 @@ from labkit.analysis.audio import correlate, decode_stream, read_wav, to_wav
 from labkit.analysis.calls import calls
 from labkit.analysis.inspect import packet
 from labkit.analysis.quality import explain as explain_mos
-from labkit.analysis.replay import ReplayReport, main as _replay_main, replay
+from labkit.analysis.replay import ReplayReport, replay
+from labkit.analysis.replay import main as _replay_main
 from labkit.analysis.rtp import rtp_packets
 from labkit.analysis.sip import sip_messages
 from labkit.analysis.streams import rtp_streams

@@ -46,10 +46,6 @@ def ulaw_decode(data: bytes | np.ndarray) -> np.ndarray:
     return ULAW[np.frombuffer(bytes(data), dtype=np.uint8)]
 
 
-def alaw_decode(data: bytes | np.ndarray) -> np.ndarray:
-    return ALAW[np.frombuffer(bytes(data), dtype=np.uint8)]
-
-
 def _one_stream(rtp: pd.DataFrame, stream=None) -> pd.DataFrame:
     if "payload" not in rtp:
         raise CaptureError("These RTP rows carry no payload bytes, so there is no audio to decode.",

@@ -29,12 +29,13 @@ from __future__ import annotations
 import os
 import struct
 from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 
 from labkit.errors import CaptureError
+
 
 class CaptureWarning(UserWarning):
     """Something in a capture was skipped (e.g. the torn last record of a cut file)."""
@@ -56,10 +57,6 @@ PCAP_MAGICS = {
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-
-LINKTYPE_NAMES = {0: "null", 1: "ethernet", 12: "raw", 14: "raw", 101: "raw", 108: "loop",
-                  113: "linux-sll", 228: "ipv4", 229: "ipv6", 276: "linux-sll2"}
-
 
 @dataclass
 class Window:
@@ -198,7 +195,10 @@ def _pcap_windows(f, head, result, window):
                                    hint="try `editcap` or `pcapfix` to repair it")
             if p + 16 + incl > n:
                 break
-            offs.append(p + 16); caps.append(incl); secs.append(sec); fracs.append(frac)
+            offs.append(p + 16)
+            caps.append(incl)
+            secs.append(sec)
+            fracs.append(frac)
             p += 16 + incl
         count = len(offs)
         if count:
@@ -274,14 +274,18 @@ def _pcapng_windows(f, result, window):
                     result.warnings.append(f"packet for undeclared interface {iface} skipped")
                 else:
                     lt, units, tsoff, _ = ifaces[iface]
-                    offs.append(p + 28); caps.append(min(cap, blen - 28)); ifl.append(iface)
+                    offs.append(p + 28)
+                    caps.append(min(cap, blen - 28))
+                    ifl.append(iface)
                     sec, frac = divmod((hi << 32) | lo, units)  # exact, even for ns
                     tsl.append(sec + frac / units + tsoff)
             elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
                 if ifaces:
                     orig = struct.unpack_from(endian + "I", buf, p + 8)[0]
                     snap = ifaces[0][3] or orig
-                    offs.append(p + 12); caps.append(min(orig, snap, blen - 16)); ifl.append(0)
+                    offs.append(p + 12)
+                    caps.append(min(orig, snap, blen - 16))
+                    ifl.append(0)
                     tsl.append(float("nan"))
             p += blen
         count = len(offs)
@@ -355,12 +359,12 @@ def udp_of(w: Window) -> UdpWindow:
     if m.any():
         o = off[m]
         et = _be16(b, o + 12).astype(np.int64)
-        l = o + 14
-        for _ in range(2):
+        pos = o + 14
+        for _ in range(2):  # up to two VLAN tags (802.1Q, 802.1ad)
             tag = (et == 0x8100) | (et == 0x88A8)
-            et = np.where(tag, _be16(b, l + 2).astype(np.int64), et)
-            l = np.where(tag, l + 4, l)
-        l3[m] = l
+            et = np.where(tag, _be16(b, pos + 2).astype(np.int64), et)
+            pos = np.where(tag, pos + 4, pos)
+        l3[m] = pos
         ver[m] = np.where(et == 0x0800, 4, np.where(et == 0x86DD, 6, 0))
     m = lt == 113  # SLL: 16-byte header, protocol at 14
     if m.any():
@@ -429,38 +433,17 @@ class AddressBook:
             keys = [(0, int(u)) for u in uniq]
         else:
             uniq, inv = np.unique(np.stack([hi, lo], axis=1), axis=0, return_inverse=True)
-            keys = [(int(h), int(l)) for h, l in uniq]
+            keys = [(int(high), int(low)) for high, low in uniq]
         table = np.array([self.codes.setdefault(k, len(self.codes)) for k in keys], dtype=np.int32)
         return table[inv.reshape(-1)]
 
     def labels(self) -> list[str]:
         import ipaddress
         out = []
-        for (h, l) in self.codes:  # insertion order == code order
-            a = ipaddress.IPv6Address((h << 64) | l)
+        for (high, low) in self.codes:  # insertion order == code order
+            a = ipaddress.IPv6Address((high << 64) | low)
             out.append(str(a.ipv4_mapped) if a.ipv4_mapped else str(a))
         return out
-
-
-def addr_strings(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Turn (hi, lo) address pairs into (codes, labels) for a pandas Categorical.
-
-    Only the distinct addresses (a handful) become Python strings.
-    """
-    import ipaddress
-    if len(lo) == 0:
-        return np.zeros(0, dtype=np.int64), []
-    if not hi.any() and ((lo >> np.uint64(32)) == np.uint64(0xFFFF)).all():
-        uniq, inv = np.unique(lo, return_inverse=True)
-        labels = [str(ipaddress.IPv4Address(int(u) & 0xFFFFFFFF)) for u in uniq]
-        return inv.astype(np.int64), labels
-    pairs = np.stack([hi, lo], axis=1)
-    uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
-    labels = []
-    for h, l in uniq:
-        a = ipaddress.IPv6Address((int(h) << 64) | int(l))
-        labels.append(str(a.ipv4_mapped) if a.ipv4_mapped else str(a))
-    return inv.reshape(-1).astype(np.int64), labels
 
 
 def scan_udp(path, extract: Callable[[UdpWindow], dict], result: ScanResult | None = None,

@@ -12,13 +12,15 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
+from labkit import resources
+from labkit.addresses import is_rfc1918, parse_ipv4
 from labkit.errors import LabkitError
 
 
@@ -39,12 +41,12 @@ class ReplayReport:
         return os.path.join(self.outdir, "report.md")
 
 
-def _is_private(addr: str) -> bool:
-    try:
-        a = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return a.is_private and not a.is_loopback
+def _beyond_a_nat(addr: str) -> bool:
+    """An address a home LAN would reach through its box: not RFC 1918, not loopback or
+    link-local (the labs' RFC 5737 "public" ranges count as public here, as they should)."""
+    parsed = parse_ipv4(addr)
+    return parsed is not None and not is_rfc1918(parsed) and not (
+        parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified)
 
 
 def _warnings(sip: pd.DataFrame, rtp: pd.DataFrame, streams: pd.DataFrame, calls: pd.DataFrame,
@@ -69,7 +71,7 @@ def _warnings(sip: pd.DataFrame, rtp: pd.DataFrame, streams: pd.DataFrame, calls
                      f"(NAT between them?).")
         sdp = sip[sip["has_sdp"].astype(bool)]
         for r in sdp.itertuples():
-            if r.sdp_c_addr and _is_private(r.sdp_c_addr) and r.src and not _is_private(str(r.src)):
+            if r.sdp_c_addr and is_rfc1918(r.sdp_c_addr) and r.src and _beyond_a_nat(str(r.src)):
                 w.append(f"Frame {r.frame}: SDP announces private address {r.sdp_c_addr} but the message "
                          f"came from public {r.src} — media will not reach it without NAT help.")
             if r.sdp_crypto:
@@ -171,18 +173,32 @@ def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_message
     return rep
 
 
+def shipped_capture(name: str) -> Path | None:
+    """A capture shipped with the kit (``data/captures/<name>.pcap``), when ``name`` is not
+    a file of the user's."""
+    if os.path.exists(name) or os.sep in name:
+        return None
+    path = resources.data_dir() / "captures" / f"{Path(name).stem}.pcap"
+    return path if path.is_file() else None
+
+
 def main(argv=None) -> int:
     """``labkit replay FILE [-o DIR]``: returns 0 on success, 2 on a capture problem."""
     ap = argparse.ArgumentParser(prog="labkit replay",
                                  description="Analyse a pcap/pcapng offline: SIP ladder, calls, RTP "
                                              "streams with loss/jitter/MOS estimate, report.md.")
-    ap.add_argument("file", help="capture file (.pcap or .pcapng)")
+    ap.add_argument("file", help="capture file (.pcap or .pcapng), or the name of a capture the kit "
+                                 "ships (e.g. first-call-modern; see data/manifest.json)")
     ap.add_argument("-o", "--outdir", help="output directory (default: FILE without extension + -replay)")
     ap.add_argument("--sip-port", type=int, action="append", default=[], help="extra port to decode as SIP")
     ap.add_argument("--name", action="append", default=[], metavar="ADDR=LABEL",
                     help='label an endpoint in ladders, e.g. --name 192.168.0.11=alice')
     args = ap.parse_args(argv)
-    outdir = args.outdir or os.path.splitext(args.file)[0] + "-replay"
+    shipped = shipped_capture(args.file)
+    # A user's file gets its results beside it; a shipped one in the working directory.
+    outdir = args.outdir or (f"{shipped.stem}-replay" if shipped else os.path.splitext(args.file)[0] + "-replay")
+    if shipped:
+        args.file = str(shipped)
     names = dict(n.split("=", 1) for n in args.name if "=" in n)
     try:
         rep = replay(args.file, outdir, names=names or None, sip_ports=args.sip_port)
@@ -194,7 +210,3 @@ def main(argv=None) -> int:
     for w in rep.warnings[:10]:
         print(f"  warning: {w}")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

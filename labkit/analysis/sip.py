@@ -102,7 +102,8 @@ def sip_messages(pcap, ports=(), timeout: float = 300.0) -> pd.DataFrame:
     """One row per SIP message in ``pcap`` (see the module docstring for the columns).
 
     ``ports``: extra UDP/TCP ports to decode as SIP besides 5060/5061 and tshark's
-    heuristics.  SIP quoted inside ICMP errors (port unreachable) is not counted as a message.  A capture without SIP gives an empty table with the same columns.
+    heuristics.  SIP quoted inside ICMP errors (port unreachable) is not counted as a message.
+    A capture without SIP gives an empty table with the same columns.
     Warnings (e.g. a truncated file) are in ``df.attrs["warnings"]``.
     Raises :class:`~labkit.errors.CaptureError` for a missing or unreadable file.
     """

@@ -46,6 +46,18 @@ COLUMNS = ["stream", "src", "sport", "dst", "dport", "ssrc", "ssrc_hex", "direct
 
 KEYS = ["src", "sport", "dst", "dport", "ssrc"]
 
+# Encoding names are case-insensitive (RFC 4566 §6 a=rtpmap, RFC 4855 §3): "pcma" in one
+# SDP and "PCMA" in another are the same codec, so a report shows each under one spelling,
+# the one IANA registers.
+_CANONICAL = {name.lower(): name for name, _ in STATIC_PT.values()}
+_CANONICAL.update({n.lower(): n for n in ("telephone-event", "opus", "speex", "iLBC", "AMR",
+                                           "AMR-WB", "G726-32", "H264", "VP8")})
+
+
+def canonical_codec(name: str) -> str:
+    """The registered spelling of an encoding name (``pcma`` → ``PCMA``)."""
+    return _CANONICAL.get(name.lower(), name)
+
 
 def parse_rtpmap(text: str) -> dict[int, tuple[str, int]]:
     """"101 telephone-event/8000, 0 PCMU/8000" -> {101: ("telephone-event", 8000), …}."""
@@ -55,7 +67,7 @@ def parse_rtpmap(text: str) -> dict[int, tuple[str, int]]:
         if len(parts) == 2 and parts[0].isdigit():
             enc = parts[1].split("/")
             rate = int(enc[1]) if len(enc) > 1 and enc[1].isdigit() else 8000
-            out[int(parts[0])] = (enc[0], rate)
+            out[int(parts[0])] = (canonical_codec(enc[0]), rate)
     return out
 
 

@@ -63,7 +63,7 @@ def fields_frame(path, fields: list[str], *, display_filter: str | None = None,
             timer.cancel()
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
-    stderr = "\n".join(l for l in stderr.splitlines() if "dangerous" not in l and l.strip())
+    stderr = "\n".join(line for line in stderr.splitlines() if "dangerous" not in line and line.strip())
     if killed:
         raise CaptureError(f"tshark took longer than {timeout:.0f} s on {path} and was stopped.",
                            cause="a very large capture or a stuck tshark",

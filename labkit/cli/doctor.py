@@ -13,7 +13,8 @@ from labkit import images
 TOOLS = {
     "ip": "iproute2", "bwrap": "bubblewrap", "mmdebstrap": "mmdebstrap", "zstd": "zstd",
     "tshark": "tshark", "dumpcap": "wireshark-common", "espeak-ng": "espeak-ng",
-    "nft": "nftables", "iptables": "iptables", "conntrack": "conntrack", "ss": "iproute2", "dig": "dnsutils", "mergecap": "wireshark-common",
+    "nft": "nftables", "iptables": "iptables", "conntrack": "conntrack", "ss": "iproute2",
+    "dig": "dnsutils", "mergecap": "wireshark-common",
 }
 
 

@@ -11,12 +11,10 @@ import json
 import os
 import sys
 
-from labkit import images
+from labkit import images, tracks
 from labkit.cli import doctor
 from labkit.errors import LabkitError, LabStateError
 from labkit.spec import json_schema
-from labkit import tracks
-
 
 # Commands that parse their own arguments (and their own --help).
 _DELEGATED = {"replay": ("labkit.analysis.replay", "main"),
@@ -194,7 +192,7 @@ def _cli(args) -> int:
 
 def _clean(args) -> int:
     from labkit.lab import clean_record
-    from labkit.net.netns import existing_namespaces
+    from labkit.lab.cleanup import unrecorded_leftovers
     from labkit.state import LabRecord, recorded_labs
     records = [LabRecord.load(args.name)] if args.name else recorded_labs()
     records = [r for r in records if r is not None]
@@ -204,10 +202,12 @@ def _clean(args) -> int:
               + (":\n  " + "\n  ".join(removed) if removed else "."))
     if not records:
         print("No lab is recorded: nothing to clean.")
-    strays = [n for n in existing_namespaces() if n.startswith("lk-")]
+    strays = unrecorded_leftovers(recorded_labs())
     if strays:
-        print("Namespaces named like labkit's but recorded by no lab (not touched):\n  "
-              + "\n  ".join(strays) + "\nRemove them with `ip netns delete NAME` if they are yours.")
+        print("Named like labkit's but recorded by no lab here (not touched; another LABKIT_HOME, "
+              "or made by hand?):\n  " + "\n  ".join(strays)
+              + "\nRemove a namespace with `ip netns delete NAME`, a process with `kill PID`, "
+                "if they are yours.")
     return 0
 
 

@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.errors import EnvironmentProblem, ImageError
@@ -468,7 +468,7 @@ def _install(track: str, key: str, tar_tmp: Path | None, rootfs_tmp: Path, meta:
 
 
 def _run_mmdebstrap(track: str, recipe: Recipe, output: Path, tmp: Path, log_path: Path,
-                    bar: "_Progress") -> None:
+                    bar: _Progress) -> None:
     """Run mmdebstrap with its output going to the log, which we follow for progress.
 
     TMPDIR points into our scratch dir: mmdebstrap makes its chroot there (File::Temp),
@@ -502,7 +502,7 @@ def _run_mmdebstrap(track: str, recipe: Recipe, output: Path, tmp: Path, log_pat
                          hint=f"read the build log {log_path}")
 
 
-def _follow(proc: subprocess.Popen, log_path: Path, offset: int, bar: "_Progress") -> None:
+def _follow(proc: subprocess.Popen, log_path: Path, offset: int, bar: _Progress) -> None:
     """Follow the log as mmdebstrap writes it ("tail -f") until mmdebstrap exits.
 
     mmdebstrap's "I: <step>..." lines become progress phases; "E:"/"W:" lines are shown.
@@ -523,7 +523,7 @@ def _follow(proc: subprocess.Popen, log_path: Path, offset: int, bar: "_Progress
             time.sleep(0.1)
 
 
-def _show(text: str, bar: "_Progress") -> None:
+def _show(text: str, bar: _Progress) -> None:
     if text.startswith("I: "):
         phase = _phase_of(text[3:])
         if phase:
@@ -803,11 +803,11 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _mtime_iso(path: Path) -> str:
-    return _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat(
+    return _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.UTC).isoformat(
         timespec="seconds")
 
 
@@ -835,7 +835,7 @@ class _Progress:
         self._task = None
         self._last = ""
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         if self.enabled and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

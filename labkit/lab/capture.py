@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class Capture:
     """Several dumpcaps started and stopped together; a context manager."""
 
-    def __init__(self, lab: "Lab", places: tuple[str, ...], name: str | None = None,
+    def __init__(self, lab: Lab, places: tuple[str, ...], name: str | None = None,
                  capture_filter: str | None = None):
         known = {h.name for h in lab.spec.hosts} | {n.name for n in lab.spec.networks}
         unknown = [p for p in places if p not in known]
@@ -47,7 +47,7 @@ class Capture:
                     capture_filter=capture_filter)
             for place, path in self.files.items()]
 
-    def start(self) -> "Capture":
+    def start(self) -> Capture:
         try:
             for dumpcap in self.dumpcaps:
                 dumpcap.start()
@@ -61,7 +61,7 @@ class Capture:
         time.sleep(0.1)
         return self
 
-    def stop(self, linger: float = 0.3) -> "Capture":
+    def stop(self, linger: float = 0.3) -> Capture:
         """Stop after ``linger`` seconds, so that the last packets (the BYE's 200 OK,
         sent after the phone already reported the call closed) are in the file."""
         if any(d.running() for d in self.dumpcaps):
@@ -87,7 +87,7 @@ class Capture:
         """The capture file: the only one, or the merged one."""
         return self.merged()
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -11,6 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
+import psutil
+
+from labkit.images import images_dir
 from labkit.net import netns
 from labkit.net.netns import Namespace
 from labkit.services.processes import kill_recorded
@@ -66,4 +69,45 @@ def leftovers(name: str) -> list[str]:
             if mount_point.startswith(str(lab_dir(name))) or \
                     mount_point.startswith(f"/run/netns/{namespace_prefix(name)}"):
                 found.append(f"mount {mount_point}")
+    return found
+
+
+def unrecorded_leftovers(records: list[LabRecord] | None = None) -> list[str]:
+    """Namespaces named like a lab's and processes of lab images that no record explains.
+
+    For reports only (``labkit clean``, the end of a test run): they are found by their
+    names and command lines, so nothing is ever killed from here — a person decides.
+    ``records`` are the labs known to be running (their namespaces and process trees are
+    explained).
+    """
+    records = records or []
+    explained_ns = {n for r in records for n in r.namespaces}
+    explained_pids: set[int] = set()
+    for record in records:
+        for proc_record in record.processes:
+            proc = proc_record.process()
+            if proc is not None:
+                try:
+                    explained_pids |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+                except psutil.Error:
+                    pass
+    stray_ns = [n for n in netns.existing_namespaces() if n.startswith("lk-") and n not in explained_ns]
+    found = [f"namespace {n}" for n in stray_ns]
+    stray_inodes = set()
+    for name in stray_ns:
+        try:
+            stray_inodes.add(os.stat(netns.NETNS_DIR / name).st_ino)
+        except OSError:
+            pass
+    images = str(images_dir())
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid in explained_pids or proc.pid == os.getpid():
+            continue
+        command = " ".join(proc.info["cmdline"] or [])
+        try:
+            in_stray_namespace = os.stat(f"/proc/{proc.pid}/ns/net").st_ino in stray_inodes
+        except OSError:
+            in_stray_namespace = False
+        if images in command or "netns exec lk-" in command or in_stray_namespace:
+            found.append(f"process {proc.pid} ({command[:120]})")
     return found

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from labkit.analysis import correlate, read_wav
-from labkit.errors import LabkitError
-from labkit.errors import PhoneError
+from labkit.errors import LabkitError, PhoneError
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -48,7 +47,7 @@ class Conversation:
                 for phone in (self.caller, self.callee)}
 
 
-def talk(lab: "Lab", caller: str, callee_extension: str, seconds: float = 3.0) -> Conversation:
+def talk(lab: Lab, caller: str, callee_extension: str, seconds: float = 3.0) -> Conversation:
     callee = next(p.name for p in lab.spec.phones if p.extension == callee_extension)
     phones = [lab.phone(caller), lab.phone(callee)]
     started = time.time()

@@ -36,8 +36,8 @@ from labkit.net.host import Host
 from labkit.net.natbox import NatBox
 from labkit.net.netns import Namespace
 from labkit.services.asterisk import Asterisk
-from labkit.services.base import Credentials, LabContext, Service, check_ports, start_order
 from labkit.services.baresip import Softphone
+from labkit.services.base import Credentials, LabContext, Service, check_ports, start_order
 from labkit.services.dnsmasq import DnsServer
 from labkit.services.sipp import SippResult, SippRun
 from labkit.spec import LabSpec, draw_secrets, find_lab_file, load_spec, merge_overrides

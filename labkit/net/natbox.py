@@ -2,7 +2,7 @@
 
 Its rules are one nftables ruleset in the box's own namespace, replaced atomically
 (``nft -f``) on every change, after which connection tracking is flushed: otherwise
-existing entries keep sending packets the old way (DESIGN, known pitfalls).
+existing entries keep sending packets the old way (conntrack(8): entries outlive rule changes).
 
 * **masquerade**: everything leaving by the WAN interface takes the box's public address
   (source NAT), as a home router does;
@@ -147,9 +147,6 @@ class NatBox(Host):
         self.set_forwards([{"proto": "udp", "ports": 5060, "to": to},
                            {"proto": "udp", "ports": [10000, 20000], "to": to},
                            {"proto": "tcp", "ports": 5061, "to": to}])
-
-    def clear_forwards(self) -> None:
-        self.set_forwards([])
 
     def set_sip_alg(self, enabled: bool) -> None:
         self._replace(sip_alg=enabled)

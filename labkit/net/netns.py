@@ -3,8 +3,8 @@
 Each lab host is one network namespace ``lk-<lab>-<host>``; each lab network is a bridge
 ``br0`` in its own namespace ``lk-<lab>-<network>`` (a switch), so nothing is ever created
 in the machine's own namespace: veth ends are made directly inside the namespaces
-(FEASIBILITY: "creating veth ends directly inside namespaces leaves nothing in the root
-namespace"), and deleting a namespace deletes its links.
+(``ip -n NS link add … peer … netns OTHER``: nothing appears in the root namespace, even for
+a moment), and deleting a namespace deletes its links.
 
 Interface names inside a host are ``eth0``, ``eth1``… in the order of the lab file; the
 switch side of each link is named after the host.  A router host (``forwarding: true``)
@@ -173,7 +173,7 @@ def add_default_route(ns: Namespace, gateway: str | None, ifname: str) -> None:
     """A default route, via the gateway if there is one, else straight out of ``ifname``.
 
     Without any default route some softphones (baresip, linphone) pick 127.0.0.1 as their
-    own address and announce it in Contact and SDP (FEASIBILITY, DESIGN pitfalls).
+    own address and announce it in Contact and SDP (seen with both).
     """
     if gateway:
         ip("route", "add", "default", "via", gateway, namespace=ns.name)

@@ -17,15 +17,15 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from labkit import tracks
+from labkit.errors import PhoneError, PhoneTimeout
 from labkit.services.base import LabContext, Port, Service, ServiceContext
 from labkit.services.sandbox import Sandbox
 from labkit.services.speech import sentence_wav
-from labkit import tracks
-from labkit.errors import PhoneError, PhoneTimeout
 
 CTRL_PORT = 4444
 #: Longest wait for the registrar to apply a phone's un-REGISTER before it registers again.
@@ -143,7 +143,7 @@ class _CtrlConnection:
 class Call:
     """One call of a phone, followed through baresip's events."""
 
-    phone: "Softphone"
+    phone: Softphone
     peer: str
     direction: str
     id: str | None = None
@@ -152,7 +152,7 @@ class Call:
     def _has(self, kind: str) -> bool:
         return any(e.get("type") == kind for e in self.events)
 
-    def wait_established(self, timeout: float = 10.0) -> "Call":
+    def wait_established(self, timeout: float = 10.0) -> Call:
         self.phone._wait(lambda: self._has("CALL_ESTABLISHED") or self._has("CALL_CLOSED"), timeout,
                          f"call to {self.peer} to be answered")
         if not self._has("CALL_ESTABLISHED"):
@@ -162,7 +162,7 @@ class Call:
                              hint="look at the SIP ladder of a capture, and the PBX log")
         return self
 
-    def wait_closed(self, timeout: float = 30.0) -> "Call":
+    def wait_closed(self, timeout: float = 30.0) -> Call:
         self.phone._wait(lambda: self._has("CALL_CLOSED"), timeout, f"call with {self.peer} to end")
         return self
 
@@ -178,7 +178,7 @@ class Call:
                 return event.get("param")
         return None
 
-    def hangup(self) -> "Call":
+    def hangup(self) -> Call:
         if not self._has("CALL_CLOSED"):
             self.phone.command("hangup", self.id or "")
             self.wait_closed(10)

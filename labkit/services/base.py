@@ -272,8 +272,9 @@ class Service:
 # -- the lab's services together ------------------------------------------------------------
 
 def check_ports(services: Iterable[Service]) -> None:
-    """Every port of every service: no two services of a host on the same one, and each
+    """Every port of every service: no two services of a host on the same one, then each
     free in its namespace — a clear PortInUse before a daemon fails with a cryptic bind error."""
+    services = list(services)
     owners: dict[tuple[str, str, int], Service] = {}
     for service in services:
         for port in service.ports():
@@ -285,6 +286,8 @@ def check_ports(services: Iterable[Service]) -> None:
                     cause="two services of the lab file were given the same host and port",
                     hint="give one of them another port in the lab file")
             owners[key] = service
+    for service in services:
+        for port in service.ports():
             ensure_port_free(service.namespace, port.number, port.transport,
                              f"{service.name} ({port.purpose})")
 

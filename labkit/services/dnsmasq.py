@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 from labkit import tracks
 from labkit.errors import DaemonError

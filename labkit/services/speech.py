@@ -4,7 +4,7 @@ A phone sends a real sentence rather than a tone so that a student can *listen* 
 crossed the network, and so that the received audio can be compared with the sent one
 (each phone says something different, which tells the two directions apart).
 
-baresip's ``ausine`` source is 48 kHz only and fails with G.711 (FEASIBILITY), hence a WAV
+baresip's ``ausine`` source is 48 kHz only and fails with G.711 (measured), hence a WAV
 through ``aufile``; G.711 runs at 8 kHz, so the file is made at 8 kHz to avoid resampling
 in the phone.
 """

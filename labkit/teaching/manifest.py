@@ -11,8 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from labkit import images
-from labkit import resources, tracks
+from labkit import images, resources, tracks
 
 DATA = resources.data_dir()
 MANIFEST = DATA / "manifest.json"
@@ -27,7 +26,7 @@ def entry(capture: Path, *, scenario: str, track: str, lab: str, what: str, **ex
         "software": {"asterisk": info.versions.get("asterisk") if info else None,
                      "baresip": phones.versions.get("baresip") if phones else None,
                      "image": f"{track}-{info.key}" if info else None},
-        "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sha256": hashlib.sha256(capture.read_bytes()).hexdigest(),
         "bytes": capture.stat().st_size,
         **extra,

@@ -48,11 +48,14 @@ class Recorder:
                                 hint=f"run it live (as root), or {RECORD_HINT}")
         try:
             entries = json.loads(self.path.read_text())["entries"]
+            for entry in entries:
+                if "result" not in entry:
+                    raise KeyError("result")
+                self._recorded.setdefault(_key(entry["kind"], entry["args"]), []).append(entry)
         except (ValueError, KeyError, TypeError) as exc:
-            raise LabStateError(f"The recording {self.path} cannot be read ({exc}).",
+            raise LabStateError(f"The recording {self.path} cannot be read ({type(exc).__name__}: {exc}).",
+                                cause="the file was cut short or edited by hand",
                                 hint=RECORD_HINT) from None
-        for entry in entries:
-            self._recorded.setdefault(_key(entry["kind"], entry["args"]), []).append(entry)
         self._recorded_in_order = entries
 
     def replay_all(self) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import synth
+
 from labkit.analysis import audio, correlate, decode_stream, read_wav, rtp_packets, to_wav
 from labkit.errors import CaptureError
 

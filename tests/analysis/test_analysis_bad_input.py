@@ -6,8 +6,8 @@ import gzip
 import shutil
 
 import pytest
-
 import synth
+
 from labkit.analysis import calls, packet, rtp_packets, rtp_streams, sip_messages
 from labkit.analysis import replay as replay_mod
 from labkit.analysis.pcapfile import CaptureWarning

@@ -9,8 +9,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import synth  # noqa: E402
-from labkit.analysis import plots  # noqa: E402
-from labkit.analysis import packet, replay  # noqa: E402
+
+from labkit.analysis import (  # noqa: E402
+    packet,
+    plots,  # noqa: E402
+    replay,
+)
 
 
 def test_ladder(sip_df, tmp_path):
@@ -37,7 +41,7 @@ def test_timeline_and_call_media(rtp_df, streams_df, tmp_path):
         fig = plots.rtp_timeline(rtp_df, streams_df, kind=kind)
         assert len(fig.axes) == 2
         assert plots.save(fig, tmp_path / f"timeline-{kind}")
-    lost = [l for l in fig.axes[0].get_lines() if l.get_label().startswith("lost")]
+    lost = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("lost")]
     assert lost and len(lost[0].get_xdata()) == 3  # the three dropped packets are marked
     fig = plots.call_media(rtp_df, streams_df, synth.CALL_ID)
     assert len(fig.axes) == 4

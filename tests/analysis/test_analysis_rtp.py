@@ -6,8 +6,8 @@ import subprocess
 
 import numpy as np
 import pytest
-
 import synth
+
 from labkit.analysis import rtp_packets
 
 

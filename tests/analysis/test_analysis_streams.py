@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
-
 import synth
+
 from labkit.analysis import quality, rtp_packets, rtp_streams
 
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from labkit.lab import Lab, leftovers
 from labkit.errors import LabStateError
+from labkit.lab import Lab, leftovers
 
 pytestmark = pytest.mark.live
 TRACKS = ["modern", "legacy"]

@@ -22,8 +22,23 @@ import pytest
 from pytest_notebook.nb_regression import NBRegressionFixture
 
 from . import nbtools
-from .nbtools import (assert_metadata_clean, assert_student_version_degrades_gracefully, DATA, DIFF_IGNORE, DIFF_REPLACE, MAX_CAPTURE, MAX_CELL_OUTPUT, MAX_NOTEBOOK,
-                      NOTEBOOKS, TRACKS, check_results, code_cells, errors, outputs_text, path_of)
+from .nbtools import (
+    DATA,
+    DIFF_IGNORE,
+    DIFF_REPLACE,
+    MAX_CAPTURE,
+    MAX_CELL_OUTPUT,
+    MAX_NOTEBOOK,
+    NOTEBOOKS,
+    TRACKS,
+    assert_metadata_clean,
+    assert_student_version_degrades_gracefully,
+    check_results,
+    code_cells,
+    errors,
+    outputs_text,
+    path_of,
+)
 
 NAME = "02-nat"
 PATH = path_of(NAME)

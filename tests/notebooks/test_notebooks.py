@@ -18,9 +18,26 @@ import statistics
 import pytest
 from pytest_notebook.nb_regression import NBRegressionFixture
 
-from .nbtools import (assert_metadata_clean, assert_student_version_degrades_gracefully, DATA, DIFF_IGNORE, DIFF_REPLACE, MAX_CAPTURE, MAX_CELL_OUTPUT, MAX_NOTEBOOK,
-                      NOTEBOOKS, TRACKS, check_results, code_cells, errors, execute, notebook_id,
-                      outputs_text, path_of, read)
+from .nbtools import (
+    DATA,
+    DIFF_IGNORE,
+    DIFF_REPLACE,
+    MAX_CAPTURE,
+    MAX_CELL_OUTPUT,
+    MAX_NOTEBOOK,
+    NOTEBOOKS,
+    TRACKS,
+    assert_metadata_clean,
+    assert_student_version_degrades_gracefully,
+    check_results,
+    code_cells,
+    errors,
+    execute,
+    notebook_id,
+    outputs_text,
+    path_of,
+    read,
+)
 
 NAMES = ["00-orientation", "01-first-call"]
 
@@ -50,7 +67,7 @@ def test_replay_legacy_runs(name):
     text = outputs_text(nb)
     assert "Track: **legacy**, Asterisk 16 with chan_sip" in text
     assert "✗" not in text, "a check cell failed"
-    assert "PJSIP" not in "\n".join(l for l in text.splitlines() if "Dial(" in l)
+    assert "PJSIP" not in "\n".join(line for line in text.splitlines() if "Dial(" in line)
     if name == "00-orientation":
         assert "chan_sip.so" in text and "Asterisk 16." in text
     else:

@@ -75,9 +75,9 @@ def test_down_of_unknown_lab(tmp_path):
 @pytest.mark.live
 def test_port_already_in_use_is_explained(lab_name):
     """Something already listens on the PBX's SIP port inside its namespace."""
-    from labkit.services.base import ensure_port_free
     from labkit.errors import PortInUse
     from labkit.net.netns import Namespace
+    from labkit.services.base import ensure_port_free
 
     namespace = Namespace(f"lk-{lab_name}-x")
     namespace.create()

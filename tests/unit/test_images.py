@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit.images import build as images
 from labkit.errors import EnvironmentProblem, ImageError
+from labkit.images import build as images
 
 FAKE_MMDEBSTRAP = textwrap.dedent(
     """\

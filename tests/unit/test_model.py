@@ -13,13 +13,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from golden import assert_golden
 from pydantic import ValidationError
 
-from golden import assert_golden
 from labkit import spec as model
 from labkit.errors import LabFileError, LabkitError
 from labkit.spec import (
-    LABS_DIR, LabSpec, draw_secrets, find_lab_file, json_schema, load_spec, parse_spec,
+    LABS_DIR,
+    LabSpec,
+    draw_secrets,
+    find_lab_file,
+    json_schema,
+    load_spec,
+    parse_spec,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -522,3 +528,33 @@ def test_host_named_like_a_network_is_an_error():
         "host: pbx", "host: lan")
     with pytest.raises(LabFileError, match=r"hosts\[0\]\.name \(line \d+\): 'lan' is also a network"):
         parse_spec(text, source="x.yaml")
+
+
+# -- regressions found when the kit was tried as a new user would -----------------------------------
+def test_error_with_overrides_gives_the_line_of_the_users_file(tmp_path):
+    """A problem in the file keeps the file's line even when overrides were merged in; a problem
+    in an overridden value says so (it has no line in the file)."""
+    text = (LABS_DIR / "first-call.yaml").read_text()
+    bad = text.replace("extension: \"6001\"}\n", "extension: \"6009\"}\n", 1)  # phones[1]
+    assert bad != text
+    path = tmp_path / "lab.yaml"
+    path.write_text(bad)
+    line = next(i for i, text in enumerate(bad.splitlines(), 1) if '"6009"' in text)
+    with pytest.raises(LabFileError) as caught:
+        load_spec(path, overrides={"pbx": {"direct_media": True}})
+    assert f"phones[1].extension (line {line}):" in caught.value.message, caught.value.message
+    with pytest.raises(LabFileError) as caught:
+        load_spec("first-call", overrides={"pbx": {"rtp_ports": [30000, 20000]}})
+    assert "pbx.rtp_ports (set by the overrides, not the file)" in caught.value.message
+
+
+def test_unknown_names_are_lab_file_errors_not_stopiteration():
+    spec = load_spec("first-call")
+    for lookup, name in ((spec.host, "pbx2"), (spec.network, "wan"), (spec.endpoint, "7000"),
+                         (spec.phone, "carol")):
+        with pytest.raises(LabFileError) as caught:
+            lookup(name)
+        assert repr(name) in caught.value.message and caught.value.hint
+    with pytest.raises(LabFileError) as caught:
+        spec.host("x")
+    assert "pbx, alice, bob" in caught.value.hint

@@ -6,8 +6,8 @@ import ipaddress
 import pytest
 
 from labkit.errors import LabFileError
-from labkit.spec import LABS_DIR, load_spec, parse_spec
 from labkit.net.natbox import render_ruleset
+from labkit.spec import LABS_DIR, load_spec, parse_spec
 
 HOME = (LABS_DIR / "home-pbx.yaml").read_text()
 

@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 
 import pytest
-
 from golden import assert_golden, updating
-from labkit.spec import LabSpec, load_spec
+
 from labkit import tracks
 from labkit.services.asterisk.config import TEMPLATES, entity_id, render_pbx
 from labkit.services.base import Credentials as PbxCredentials
+from labkit.spec import LabSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "render"

@@ -10,13 +10,10 @@ lab does not show the fixed behaviour, whatever the answer.
 """
 from __future__ import annotations
 
-import ipaddress
-
+from labkit.addresses import is_rfc1918
 from labkit.grading.checks import check
 
 NB = "02-nat"
-# RFC 1918 only: Python's is_private also counts the documentation ranges the lab uses as public.
-PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
 
 # -- truths, from the captures and the conversations ----------------------------------------------
@@ -29,14 +26,6 @@ def public_address(session) -> str:
     """The box's address on the Internet side, as the lab file gives it."""
     box = next(h for h in session.spec.hosts if h.nat is not None)
     return str(next(i.address for i in box.interfaces if i.network == box.nat.outside))
-
-
-def is_private(addr) -> bool:
-    try:
-        ip = ipaddress.ip_address(str(addr).strip())
-    except ValueError:
-        return False
-    return any(ip in net for net in PRIVATE)
 
 
 def talks(session) -> list[dict]:
@@ -71,7 +60,7 @@ def answer_sdp_to_bob(session) -> str:
 
 
 def private_sdp_count(sip) -> int:
-    return int(sip.sdp_c_addr.fillna("").map(is_private).sum())
+    return int(sip.sdp_c_addr.fillna("").map(is_rfc1918).sum())
 
 
 def last_register_ok_from(session) -> str:
@@ -140,7 +129,7 @@ def _no_forward_unanswered(ns):
 def _fix_a_sdp_leak(ns):
     truth = answer_sdp_to_bob(ns["fix_a"])
     answer = _addr(ns["leaked_sdp_addr"])
-    return answer == truth and is_private(truth), f"you said {answer}"
+    return answer == truth and is_rfc1918(truth), f"you said {answer}"
 
 
 @check(NB, "fix-a-one-way", points=1,

@@ -3,7 +3,8 @@
 Why an adapter:
 
 * panoramisk is asyncio-only and its ``Manager`` must be created inside a running loop
-  (it warns on Python 3.12+ and breaks on 3.14 otherwise — FEASIBILITY).  A notebook
+  (it warns on Python 3.12+ and breaks on 3.14 otherwise: asyncio.get_event_loop() outside
+  a loop is deprecated).  A notebook
   already runs a loop (Jupyter's) that plain code must not block or re-enter.
 * So the adapter owns a private event loop in a daemon thread.  Sync methods submit
   coroutines to it and wait on a ``concurrent.futures.Future``; ``await client.aaction()``
@@ -19,8 +20,9 @@ import collections
 import fnmatch
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 from panoramisk import Manager
 
@@ -71,7 +73,7 @@ class AmiClient:
         self._manager: _NamespacedManager | None = None
 
     # -- connection -----------------------------------------------------------------------
-    def connect(self, timeout: float = 5.0) -> "AmiClient":
+    def connect(self, timeout: float = 5.0) -> AmiClient:
         if self._manager is not None:
             return self
         self._loop = asyncio.new_event_loop()
@@ -203,7 +205,7 @@ class AmiClient:
             raise AsteriskTimeout(f"AMI did not answer within {timeout:g} s.",
                                 hint="is Asterisk running? `labkit status`") from None
 
-    def __enter__(self) -> "AmiClient":
+    def __enter__(self) -> AmiClient:
         return self.connect()
 
     def __exit__(self, *exc) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from labkit import resources, tracks
-from labkit.net.addresses import is_host_name
+from labkit.addresses import is_host_name
 from labkit.services.base import Credentials
 from labkit.spec.model import LabSpec
 from labkit.tracks import Track

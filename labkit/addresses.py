@@ -5,7 +5,7 @@ which also lists the RFC 5737 documentation ranges (192.0.2.0/24, 198.51.100.0/2
 203.0.113.0/24) — the very ranges the labs use as their "public Internet".  A NAT lesson
 needs the narrower notion a home router has: RFC 1918's three private blocks.  RFC 6598's
 shared address space (100.64.0.0/10, carrier-grade NAT) is private to an ISP, not to a
-home, and is named separately.
+home: it is not counted.
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import ipaddress
 
 #: RFC 1918 §3: the address blocks reserved for private internets.
 RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
-#: RFC 6598: shared address space between a carrier-grade NAT and its customers.
-SHARED_CGN = ipaddress.IPv4Network("100.64.0.0/10")
 
 
 def parse_ipv4(text: object) -> ipaddress.IPv4Address | None:

@@ -11,8 +11,8 @@ import json
 import os
 import sys
 
+import labkit.cli.doctor as doctor
 from labkit import images, tracks
-from labkit.cli import doctor
 from labkit.errors import LabkitError, LabStateError
 from labkit.spec import json_schema
 
@@ -99,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     img.set_defaults(func=lambda a: img.print_help() or 1)
 
     schema = sub.add_parser("schema", help="print the JSON schema of lab files")
-    schema.set_defaults(func=lambda a: print(json.dumps(json_schema(), indent=2, sort_keys=True)))
+    schema.set_defaults(func=lambda a: print(json.dumps(json_schema(), indent=2, sort_keys=True,
+                                                        ensure_ascii=False)))
 
     # Listed for --help; main() hands their arguments to their own parsers (_DELEGATED).
     sub.add_parser("replay", help="analyse a capture: ladders, streams, report (no root)")

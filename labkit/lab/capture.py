@@ -87,6 +87,29 @@ class Capture:
         """The capture file: the only one, or the merged one."""
         return self.merged()
 
+    def with_tls_keys(self, place: str | None = None) -> Path:
+        """The capture of ``place`` (default: the only or merged one) with the TLS session keys
+        the lab's programs logged embedded in it: a pcapng that tshark, Wireshark and
+        ``labkit replay`` decrypt with no key file (``editcap --inject-secrets``, a Decryption
+        Secrets Block — pcapng spec §4.7)."""
+        source = self.files[place] if place else self.file
+        keys = self.lab.keylog_dir
+        logs = sorted(keys.glob("*.keys")) if keys.is_dir() else []
+        if not any(p.stat().st_size for p in logs):
+            raise CaptureError("No TLS session keys were logged in this lab.",
+                               cause="the lab has no TLS transport, keylog is off in its lab file, or "
+                                     "no TLS connection was made yet",
+                               hint="pbx.transports: [udp, tls] and pbx.tls.keylog: true")
+        merged = keys / "all.keys"
+        merged.write_bytes(b"".join(p.read_bytes() for p in logs if p != merged))
+        editcap = shutil.which("editcap")
+        if editcap is None:
+            raise EnvironmentProblem("editcap is missing.", hint="apt-get install wireshark-common")
+        out = source.with_name(source.stem + "-with-keys.pcapng")
+        subprocess.run([editcap, "--inject-secrets", f"tls,{merged}", str(source), str(out)],
+                       check=True, capture_output=True, timeout=60)
+        return out
+
     def __enter__(self) -> Capture:
         return self.start()
 

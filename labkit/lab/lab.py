@@ -36,10 +36,12 @@ from labkit.net.host import Host
 from labkit.net.natbox import NatBox
 from labkit.net.netns import Namespace
 from labkit.services.asterisk import Asterisk
+from labkit.services.asterisk.tls import make_lab_ca
 from labkit.services.baresip import Softphone
 from labkit.services.base import Credentials, LabContext, Service, check_ports, start_order
 from labkit.services.dnsmasq import DnsServer
 from labkit.services.sipp import SippResult, SippRun
+from labkit.services.tlsprobe import TlsProbe, TlsProbeResult
 from labkit.spec import LabSpec, draw_secrets, find_lab_file, load_spec, merge_overrides
 from labkit.state import LabRecord, lab_dir, namespace_prefix, recorded_labs
 
@@ -173,19 +175,32 @@ class Lab:
 
     def sipp(self, host: str, scenario: str, *, extension: str, secret: str | None = None,
              target: str | None = None, local_port: int = 5070, timeout: float = 15.0,
-             keys: dict[str, str] | None = None) -> SippResult:
+             transport: str = "udp", keys: dict[str, str] | None = None) -> SippResult:
         """Run one call of ``configs/sipp/<scenario>.xml`` from ``host`` (against the PBX
         unless ``target`` says otherwise), as ``extension`` with its secret of this run
-        (pass a wrong ``secret`` to see the registrar refuse it)."""
+        (pass a wrong ``secret`` to see the registrar refuse it), over ``transport``."""
         pbx = self.spec.pbx
+        port = pbx.tls.port if transport == "tls" else pbx.sip_port
         run = SippRun(
             self.context(build_images=False).service_context(host, SippRun.kind,
                                                               image=tracks.TOOLS_IMAGE),
-            scenario=scenario, target=target or f"{self.spec.address_of(pbx.host)}:{pbx.sip_port}",
+            scenario=scenario, target=target or f"{self.spec.address_of(pbx.host)}:{port}",
             address=str(self.spec.address_of(host)), user=extension,
             auth=(extension, secret if secret is not None else self.credentials.secrets[extension]),
-            local_port=local_port, timeout=timeout, keys=keys)
+            local_port=local_port, timeout=timeout, transport=transport, keys=keys)
         return run.run()
+
+    def tls_probe(self, host: str, *, server: str | None = None, name: str | None = None,
+                  port: int | None = None, version: str | None = None,
+                  cipher: str | None = None) -> TlsProbeResult:
+        """What a TLS client on ``host`` sees of the PBX's TLS port (``openssl s_client``,
+        trusting the lab CA): verify result, alert, version, cipher.  ``name`` is the name the
+        client dials and checks (default: the address it connects to is checked as-is)."""
+        pbx = self.spec.pbx
+        probe = TlsProbe(self.context().service_context(host, TlsProbe.kind, image=tracks.TOOLS_IMAGE),
+                         address=server or str(self.spec.address_of(pbx.host)),
+                         port=port or pbx.tls.port, name=name, version=version, cipher=cipher)
+        return probe.run()
 
     # -- up -----------------------------------------------------------------------------
     def up(self, *, build_images: bool = True, progress: bool = True,
@@ -217,7 +232,8 @@ class Lab:
                     service.start()
                 for service in wave:
                     service.wait_ready()
-            if wait_registered:  # a lab broken on purpose (NAT) may not register yet
+            if wait_registered:  # a lab broken on purpose (NAT, TLS) may not register yet
+                self._check_tls_listens()
                 self.wait_registered()
         except BaseException:
             self.down()
@@ -263,10 +279,27 @@ class Lab:
 
     def context(self, *, build_images: bool = False, progress: bool = False) -> LabContext:
         """What service modules are given (see :class:`~labkit.services.base.LabContext`)."""
+        tls = self.spec.pbx.tls if self.uses_tls else None
         return LabContext(
             name=self.name, spec=self.spec, track=self.track, credentials=self.credentials,
             record=self.record, dir=self.dir, etc_dir=self.etc_dir,
-            rootfs=lambda image: images.ensure_image(image, build=build_images, progress=progress))
+            rootfs=lambda image: images.ensure_image(image, build=build_images, progress=progress),
+            pki_dir=self.pki_dir if tls else None,
+            keylog_dir=self.keylog_dir if tls and tls.keylog else None)
+
+    @property
+    def uses_tls(self) -> bool:
+        return "tls" in self.spec.pbx.transports
+
+    @property
+    def pki_dir(self) -> Path:
+        """The lab CA of this run (``ca.crt`` for clients, ``ca.key`` kept private)."""
+        return self.config_dir / "pki"
+
+    @property
+    def keylog_dir(self) -> Path:
+        """The TLS session keys the lab's programs wrote (one ``<program>.keys`` each)."""
+        return self.captures_dir / "tls-keys"
 
     def images_needed(self) -> set[str]:
         """The images this lab's services run from (the service modules say which)."""
@@ -325,6 +358,20 @@ class Lab:
         # own loopback, where queries fail at once.
         nameserver = spec.address_of(spec.dns.host) if spec.dns else "127.0.0.1"
         (self.etc_dir / "resolv.conf").write_text(f"nameserver {nameserver}\noptions timeout:1 attempts:1\n")
+        if self.uses_tls:
+            make_lab_ca(self.pki_dir, self.name)
+
+    def _check_tls_listens(self) -> None:
+        if self.uses_tls and self.pbx is not None and not self.pbx.tls_listens():
+            problems = self.pbx.tls_problems()
+            raise DaemonError(
+                f"Asterisk does not accept TLS on port {self.spec.pbx.tls.port}.",
+                cause="its log says: " + " / ".join(problems[-3:]) if problems else
+                      "its TLS transport did not load (see the log)",
+                hint=f"check the certificate and key files and their owner and mode "
+                     f"(config/{self.spec.pbx.host}/tls, Asterisk runs as the user asterisk); "
+                     f"log: {self.pbx.log_dir / 'messages'}; for a lab broken on purpose: "
+                     "up(wait_registered=False)")
 
     def reconfigure(self, pbx: dict) -> None:
         """Change PBX settings of the running lab, e.g. ``{"nat": {"symmetric": True}}``;
@@ -352,8 +399,10 @@ class Lab:
                                       hint=f"read its log: {phone.log_path}")
             time.sleep(0.1)
         missing = ", ".join(sorted(wanted - set(registered)))
+        tls = self.pbx.tls_problems()[-2:] if self.uses_tls else []
         raise ReadyTimeout(f"Extensions {missing} did not register within {timeout:g} s.",
-                           cause="wrong credentials, a network problem, or the PBX refused them — "
+                           cause=("TLS failed — Asterisk's log: " + " / ".join(tls)) if tls else
+                                 "wrong credentials, a network problem, or the PBX refused them — "
                                  "or a lab broken on purpose (home-pbx starts without port forwards)",
                            hint=f"`labkit cli '{self.track.commands.contacts}'`; logs in "
                                 f"{self.logs_dir}; to bring up a lab whose phones cannot register "

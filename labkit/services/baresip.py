@@ -39,8 +39,9 @@ MODULE_DIR = "/usr/lib/baresip/modules"
 MODULES = ["g711", "aufile", "aubridge", "sndfile", "srtp", "account", "menu", "ctrl_tcp"]
 
 
-def render_config(*, address: str, sip_port: int, audio_file: str, record_dir: str) -> str:
-    """baresip's ``config`` file for one lab phone."""
+def render_config(*, address: str, sip_port: int, audio_file: str, record_dir: str,
+                  ca_file: str | None = None, verify_server: bool = True) -> str:
+    """baresip's ``config`` file for one lab phone (``ca_file``: the CA it trusts over TLS)."""
     lines = [
         "# baresip config — rendered by labkit.",
         "poll_method epoll",
@@ -56,6 +57,10 @@ def render_config(*, address: str, sip_port: int, audio_file: str, record_dir: s
         f"module_path {MODULE_DIR}",
         "rtp_stats yes",
     ]
+    if ca_file:
+        # With a CA file baresip checks the server's certificate chain, and its name when
+        # the account's host is a name (not an IP address).
+        lines += [f"sip_cafile {ca_file}", f"sip_verify_server {'yes' if verify_server else 'no'}"]
     for module in MODULES:
         keyword = "module_app" if module in ("account", "menu", "ctrl_tcp") else "module"
         lines.append(f"{keyword} {module}.so")
@@ -63,13 +68,18 @@ def render_config(*, address: str, sip_port: int, audio_file: str, record_dir: s
 
 
 def render_account(*, display: str, extension: str, registrar: str, secret: str,
-                   codecs: list[str], media_encryption: str | None = None) -> str:
-    """One line of baresip's ``accounts`` file: the phone's identity and credentials."""
+                   codecs: list[str], media_encryption: str | None = None, transport: str = "udp") -> str:
+    """One line of baresip's ``accounts`` file: the phone's identity and credentials.
+
+    A transport other than UDP goes into the address of record (``;transport=tls``): baresip
+    then registers, and sends every request, over it (RFC 3261 §19.1.1).
+    """
     params = [f"auth_pass={secret}", "answermode=auto", "regint=600",
               f"audio_codecs={','.join(codecs)}"]
     if media_encryption:
         params.append(f"mediaenc={media_encryption}")
-    return f'"{display}" <sip:{extension}@{registrar}>;auth_user={extension};' + ";".join(params) + "\n"
+    uri = f"sip:{extension}@{registrar}" + ("" if transport == "udp" else f";transport={transport}")
+    return f'"{display}" <{uri}>;auth_user={extension};' + ";".join(params) + "\n"
 
 
 class _CtrlConnection:
@@ -195,6 +205,7 @@ class Softphone(Service):
 
     def __init__(self, context: ServiceContext, *, name: str, extension: str, display: str,
                  address: str, registrar: str, secret: str, codecs: list[str], sip_port: int = 5060,
+                 transport: str = "udp", verify_server: bool = True,
                  registrar_holds: Callable[[], bool] | None = None):
         super().__init__(context, name=f"{name}/baresip")
         self.phone_name = name
@@ -205,6 +216,8 @@ class Softphone(Service):
         self.secret = secret
         self.codecs = codecs
         self.sip_port = sip_port
+        self.transport = transport
+        self.verify_server = verify_server
         self.registrar_holds = registrar_holds
         self.config_dir = context.config_dir
         self.record_dir = context.recordings_dir
@@ -221,12 +234,14 @@ class Softphone(Service):
     def render(self) -> None:
         conf = self.config_dir
         conf.mkdir(parents=True, exist_ok=True)
+        tls = self.transport == "tls"
         (conf / "config").write_text(render_config(
             address=self.address, sip_port=self.sip_port,
-            audio_file="/srv/phone/say.wav", record_dir="/srv/phone/rec"))
+            audio_file="/srv/phone/say.wav", record_dir="/srv/phone/rec",
+            ca_file="/srv/pki/ca.crt" if tls else None, verify_server=self.verify_server))
         (conf / "accounts").write_text(render_account(
             display=self.display, extension=self.extension, registrar=self.registrar,
-            secret=self.secret, codecs=self.codecs))
+            secret=self.secret, codecs=self.codecs, transport=self.transport))
         (conf / "contacts").write_text("")
         # Each phone says something different, which tells the two directions apart.
         sentence_wav(f"Hello, this is {self.display} at extension {' '.join(self.extension)}. "
@@ -234,10 +249,13 @@ class Softphone(Service):
 
     @property
     def sandbox(self) -> Sandbox:
+        tls_ro, tls_rw, env = self.context.tls_binds(self.phone_name) if self.transport == "tls" \
+            else ([], [], {})
         return Sandbox(rootfs=self.context.rootfs, hostname=self.phone_name,
                        etc_dir=self.context.etc_dir,
-                       ro_binds=[(self.audio_file, "/srv/phone/say.wav")],
-                       binds=[(self.config_dir, "/srv/phone/conf"), (self.record_dir, "/srv/phone/rec")])
+                       ro_binds=[(self.audio_file, "/srv/phone/say.wav"), *tls_ro],
+                       binds=[(self.config_dir, "/srv/phone/conf"), (self.record_dir, "/srv/phone/rec"),
+                              *tls_rw], env=env)
 
     def program(self) -> list[str]:
         return ["baresip", "-f", "/srv/phone/conf"]
@@ -416,5 +434,6 @@ def provide(lab: LabContext) -> list[Service]:
             name=phone.name, extension=endpoint.extension, display=endpoint.name,
             address=str(spec.address_of(phone.host)), registrar=phone.registrar or pbx_address,
             secret=lab.credentials.secrets[endpoint.extension],
-            codecs=[CODEC_NAMES[c] for c in spec.pbx.codecs], sip_port=phone.sip_port))
+            codecs=[CODEC_NAMES[c] for c in spec.pbx.codecs], sip_port=phone.sip_port,
+            transport=phone.transport, verify_server=phone.verify_server))
     return phones

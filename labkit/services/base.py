@@ -24,6 +24,7 @@ time are recorded before anything waits on it.
 """
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -73,6 +74,30 @@ class ServiceContext:
     #: The lab's ``hosts`` and ``resolv.conf``.
     etc_dir: Path
     record: LabRecord
+    #: The lab CA (``ca.crt``, ``ca.key``) when the lab uses TLS.
+    pki_dir: Path | None = None
+    #: Where TLS programs write their session keys (labkit.services.keylog), if they do.
+    keylog_dir: Path | None = None
+
+    def tls_binds(self, log_name: str, owner: tuple[int, int] = (0, 0)
+                  ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], dict]:
+        """Read-only binds, read-write binds and environment that give a sandboxed TLS program
+        the lab CA (``/srv/pki/ca.crt``) and, when the lab keeps key logs, the preload library
+        and its key log file (made here for ``owner``, uid and gid, who may not create files
+        in the lab directory)."""
+        from labkit.services import keylog
+        ro, rw, env = [], [], {}
+        if self.pki_dir is not None:
+            ro.append((self.pki_dir / "ca.crt", "/srv/pki/ca.crt"))
+        if self.keylog_dir is not None:
+            self.keylog_dir.mkdir(parents=True, exist_ok=True)
+            keys = self.keylog_dir / f"{log_name}.keys"
+            keys.touch(mode=0o600)
+            os.chown(keys, *owner)
+            ro.append((keylog.library(), keylog.IN_SANDBOX))
+            rw.append((keys, f"{keylog.KEYS_IN_SANDBOX}/{log_name}.keys"))
+            env = keylog.environment(log_name)
+        return ro, rw, env
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,8 @@ class LabContext:
     etc_dir: Path
     #: The root filesystem of an image, by image name (built or extracted on demand).
     rootfs: Callable[[str], Path]
+    pki_dir: Path | None = None
+    keylog_dir: Path | None = None
 
     def service_context(self, host: str, kind: str, *, image: str | None,
                         directory: str | None = None) -> ServiceContext:
@@ -117,7 +144,7 @@ class LabContext:
             config_dir=self.dir / "config" / directory,
             state_dir=self.dir / "run" / directory / kind,
             log_dir=self.dir / "logs" / directory, recordings_dir=self.dir / "recordings" / directory,
-            etc_dir=self.etc_dir, record=self.record)
+            etc_dir=self.etc_dir, record=self.record, pki_dir=self.pki_dir, keylog_dir=self.keylog_dir)
 
 
 class Service:

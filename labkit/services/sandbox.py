@@ -19,6 +19,9 @@ from pathlib import Path
 
 from labkit.errors import EnvironmentProblem
 
+#: The environment every sandboxed program starts with (plus what its service adds).
+BASE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+
 
 @dataclass
 class Sandbox:
@@ -28,7 +31,7 @@ class Sandbox:
     hostname: str = "lab"
     ro_binds: list[tuple[Path, str]] = field(default_factory=list)
     binds: list[tuple[Path, str]] = field(default_factory=list)
-    tmpfs: tuple[str, ...] = ("/tmp", "/run", "/srv")
+    tmpfs: tuple[str, ...] = ("/tmp", "/run", "/srv", "/opt")
     #: The lab's hosts file and resolver configuration, bound over the image's.
     etc_dir: Path | None = None
     chdir: str = "/"
@@ -36,6 +39,8 @@ class Sandbox:
     #: and Via branches from its pid, and a pid that is always 2 makes every run look like
     #: a retransmission of the previous one to the registrar (RFC 3261 §17.2.3).
     own_pids: bool = True
+    #: Environment variables set inside (e.g. a preload library, see labkit.services.keylog).
+    env: dict[str, str] = field(default_factory=dict)
 
     def argv(self, command: list[str]) -> list[str]:
         bwrap = shutil.which("bwrap")
@@ -53,8 +58,21 @@ class Sandbox:
             # resolver outside the lab (and waiting for one cost Asterisk 5 s at boot).
             argv += ["--ro-bind", str(self.etc_dir / "hosts"), "/etc/hosts",
                      "--ro-bind", str(self.etc_dir / "resolv.conf"), "/etc/resolv.conf"]
+        # bwrap makes a missing parent of a bind target mode 0700: a daemon that drops root
+        # (Asterisk) could not reach what is bound there.  Make them 0755 first.
+        made = set(self.tmpfs)
+        for _, dst in [*self.ro_binds, *self.binds]:
+            parents = [str(p) for p in reversed(Path(dst).parents) if str(p) != "/"]
+            for parent in parents:
+                if parent not in made and any(parent.startswith(t + "/") for t in self.tmpfs):
+                    argv += ["--perms", "0755", "--dir", parent]
+                    made.add(parent)
         for src, dst in self.ro_binds:
             argv += ["--ro-bind", str(src), dst]
         for src, dst in self.binds:
             argv += ["--bind", str(src), dst]
+        # Nothing of the caller's environment (a notebook's, a CI runner's) leaks in.
+        argv += ["--clearenv"]
+        for name, value in {**BASE_ENV, "HOSTNAME": self.hostname, **self.env}.items():
+            argv += ["--setenv", name, value]
         return argv + ["--chdir", self.chdir, "--"] + command

@@ -53,7 +53,7 @@ class SippRun(Service):
 
     def __init__(self, context: ServiceContext, *, scenario: str, target: str, address: str,
                  user: str, auth: tuple[str, str] | None = None, local_port: int = 5070,
-                 timeout: float = 15.0, keys: dict[str, str] | None = None):
+                 timeout: float = 15.0, transport: str = "udp", keys: dict[str, str] | None = None):
         super().__init__(context, name=f"{context.host}/sipp")
         self.scenario = scenario
         self.scenario_path = scenario_file(scenario)
@@ -63,11 +63,15 @@ class SippRun(Service):
         self.auth = auth
         self.local_port = local_port
         self.timeout = timeout
-        self.keys = keys or {}
+        self.transport = transport
+        # The scenarios write [contact_params] after the Contact's host:port: over TLS the
+        # phone must say so (RFC 3261 §19.1.4), or the registrar would answer over UDP.
+        self.keys = {"contact_params": f";transport={transport}" if transport != "udp" else "",
+                     **(keys or {})}
         self.out_dir: Path | None = None
 
     def ports(self) -> list[Port]:
-        return [Port("udp", self.local_port, "SIP (SIPp)")]
+        return [Port("udp" if self.transport == "udp" else "tcp", self.local_port, "SIP (SIPp)")]
 
     def render(self) -> None:
         self.context.log_dir.mkdir(parents=True, exist_ok=True)
@@ -76,10 +80,11 @@ class SippRun(Service):
 
     @property
     def sandbox(self) -> Sandbox:
+        tls_ro, tls_rw, env = self.context.tls_binds("sipp") if self.transport == "tls" else ([], [], {})
         return Sandbox(rootfs=self.context.rootfs, hostname=self.context.host,
                        etc_dir=self.context.etc_dir, chdir="/srv/sipp/out", own_pids=False,
-                       ro_binds=[(self.scenario_path, "/srv/sipp/scenario.xml")],
-                       binds=[(self.out_dir, "/srv/sipp/out")])
+                       ro_binds=[(self.scenario_path, "/srv/sipp/scenario.xml"), *tls_ro],
+                       binds=[(self.out_dir, "/srv/sipp/out"), *tls_rw], env=env)
 
     def program(self) -> list[str]:
         # -m 1: one call; -nostdin: no keyboard; -timeout_error: a deadline is a failure;
@@ -90,6 +95,11 @@ class SippRun(Service):
                 "-trace_msg", "-message_file", "/srv/sipp/out/messages.log"]
         if self.auth is not None:
             argv += ["-au", self.auth[0], "-ap", self.auth[1]]
+        # -t u1/t1/l1: one UDP socket, one TCP or one TLS connection; over TLS the lab CA is
+        # trusted (SIPp checks chain and dates, never the server's name).
+        argv += ["-t", {"udp": "u1", "tcp": "t1", "tls": "l1"}[self.transport]]
+        if self.transport == "tls" and self.context.pki_dir is not None:
+            argv += ["-tls_ca", "/srv/pki/ca.crt"]
         for key, value in self.keys.items():
             argv += ["-key", key, value]
         return argv

@@ -120,9 +120,65 @@ class PbxNat(_Strict):
         default=False, description="Answer and send media where packets come from (rport/comedia).")
 
 
+#: The certificates the lab PKI can make for a server (labkit.pki.VARIANTS).
+CERTIFICATE_VARIANTS = ("good", "expired", "not_yet_valid", "wrong_name", "other_ca", "self_signed",
+                        "key_mismatch", "weak", "ten_year")
+#: TLS versions by their RFC numbers (TLS 1.0: RFC 2246 … TLS 1.3: RFC 8446).
+TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+
+
+class TlsCertificate(_Strict):
+    """The PBX's certificate, made by the lab's own CA (``labkit.pki``) at each run."""
+
+    variant: Literal[CERTIFICATE_VARIANTS] = Field(
+        default="good", description="A good certificate, or one of the classic mistakes on purpose.")
+    names: list[str] = Field(
+        default=[], description="DNS names in its subjectAltName; default: the names of the lab "
+                                "DNS that point at the PBX, else <host>.<lab>.test.")
+    owner: Literal["asterisk", "root"] = Field(
+        default="asterisk", description="Owner of the key file (the report's chown): Asterisk runs as "
+                                        "the unprivileged user asterisk and must be able to read it.")
+    key_mode: str = Field(default="0600", pattern=r"^0?[0-7]{3}$",
+                          description="Permissions of the key file (the report's chmod), octal.")
+    combined: bool = Field(
+        default=False, description="Certificate and key in one PEM file (the report's 'same pem'); "
+                                   "chan_sip reads both from tlscertfile.")
+    key_type: Literal["ec", "rsa"] = Field(
+        default="ec", description="ECDSA P-256, or RSA 2048 (an RSA key also allows TLS 1.2's RSA key "
+                                  "exchange, which has no forward secrecy).")
+
+
+class PbxTls(_Strict):
+    """SIP over TLS (RFC 3261 §26.2, sips: and transport=tls), on both generations.
+
+    legacy: ``tlsenable``, ``tlsbindaddr``, ``tlscertfile``, ``tlsprivatekey``, ``tlscafile``,
+    ``tlscipher``, ``tlsdisablev1``/``tlsdisablev11`` in sip.conf [general];
+    modern: a ``protocol=tls`` transport with ``cert_file``, ``priv_key_file``,
+    ``ca_list_file``, ``method``, ``cipher``, ``verify_client``.
+    """
+
+    port: int = Field(default=5061, ge=1, le=65535)
+    certificate: TlsCertificate = Field(default_factory=TlsCertificate)
+    versions: list[Literal[TLS_VERSIONS]] = Field(
+        default=["1.2", "1.3"], min_length=1,
+        description="TLS versions the PBX accepts. RFC 8996 deprecates 1.0 and 1.1. PJSIP's method= is "
+                    "one exact version (or every version the library allows): see the rendered file.")
+    ciphers: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9+:!@=_.-]+$",
+        description="OpenSSL cipher list (tlscipher / cipher); default ECDHE with AES-GCM or ChaCha20 "
+                    "(RFC 9325 §4.2). The report's ALL admits ciphers without forward secrecy.")
+    client_method: Literal["tlsv1", "sslv3", "sslv2"] | None = Field(
+        default=None, description="chan_sip's tlsclientmethod (outgoing connections only; the report's "
+                                  "tlsv1). Not rendered on the modern track, which has no equivalent.")
+    verify_client: bool = Field(default=False, description="Ask phones for a certificate and check it.")
+    keylog: bool = Field(
+        default=True, description="Write the TLS session keys of the lab's programs to the lab "
+                                  "directory, so that its captures can be decrypted (a lab only).")
+
+
 class Pbx(_Strict):
     host: str = Field(description="The host the Asterisk server runs on.")
-    transports: list[Literal["udp", "tcp"]] = Field(default=["udp"], min_length=1)
+    transports: list[Literal["udp", "tcp", "tls"]] = Field(default=["udp"], min_length=1)
     sip_port: int = Field(default=5060, ge=1, le=65535)
     ami_port: int = Field(default=5038, ge=1, le=65535)
     rtp_ports: tuple[int, int] = Field(
@@ -132,6 +188,7 @@ class Pbx(_Strict):
         default=False, description="Let media flow phone-to-phone (directmedia/direct_media).")
     strict_rtp: bool = Field(default=True, description="Asterisk's strict RTP learning (rtp.conf).")
     nat: PbxNat = Field(default_factory=PbxNat, description="NAT traversal settings.")
+    tls: PbxTls = Field(default_factory=PbxTls, description="SIP over TLS, when transports has tls.")
     endpoints: list[Endpoint] = Field(min_length=1)
     dialplan: dict[str, list[str]] = Field(
         description="Context name -> lines of extensions.conf; '{{ tech }}' becomes SIP or PJSIP.")
@@ -153,6 +210,11 @@ class Phone(_Strict):
     registrar: str | None = Field(
         default=None, description="Where the phone registers (address or name); default: the "
                                   "PBX host's address. A phone outside reaches the box's public address.")
+    transport: Literal["udp", "tcp", "tls"] = Field(
+        default="udp", description="How it reaches the registrar (the account's ;transport=).")
+    verify_server: bool = Field(
+        default=True, description="Over TLS: check the PBX's certificate against the lab CA (and its "
+                                  "name, when the registrar is a name).")
 
 
 class Dns(_Strict):

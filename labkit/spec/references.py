@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 import jinja2.meta
 
+from labkit.addresses import is_host_name
 from labkit.spec.model import Host, LabSpec, Network
 
 
@@ -91,7 +92,22 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
         if phone.extension not in extensions:
             problems.append((f"phones[{i}].extension", f"extension {phone.extension!r} is not "
                              f"declared under pbx.endpoints; declared: {', '.join(sorted(extensions))}"))
+        problems += _phone_transport_problems(spec, i, phone)
     problems += _port_collisions(spec)
+    return problems
+
+
+def _phone_transport_problems(spec: LabSpec, index: int, phone) -> list[tuple[str, str]]:
+    """A phone speaks a transport the PBX offers, and finds its registrar by name through DNS."""
+    problems = []
+    if phone.transport not in spec.pbx.transports:
+        problems.append((f"phones[{index}].transport", f"the PBX offers {', '.join(spec.pbx.transports)}, "
+                         f"not {phone.transport}: add it to pbx.transports"))
+    registrar = phone.registrar
+    if registrar and is_host_name(registrar) and (spec.dns is None or registrar not in spec.dns.records):
+        # baresip (libre) resolves names with its own DNS client: /etc/hosts is not read.
+        problems.append((f"phones[{index}].registrar", f"{registrar!r} is a name: the phone resolves it "
+                         "through DNS only, so the lab needs a dns: section with a record for it"))
     return problems
 
 
@@ -146,7 +162,9 @@ def _port_collisions(spec: LabSpec) -> list[tuple[str, str]]:
     owners: dict[tuple[str, str, int], str] = {}
     problems = []
     pbx = spec.pbx
-    claims = [(pbx.host, t, pbx.sip_port, "pbx.sip_port") for t in pbx.transports]
+    claims = [(pbx.host, t, pbx.sip_port, "pbx.sip_port") for t in pbx.transports if t != "tls"]
+    if "tls" in pbx.transports:
+        claims.append((pbx.host, "tcp", pbx.tls.port, "pbx.tls.port"))
     claims.append((pbx.host, "tcp", pbx.ami_port, "pbx.ami_port"))
     low, high = pbx.rtp_ports
     for i, phone in enumerate(spec.phones):

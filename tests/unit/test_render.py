@@ -324,3 +324,60 @@ def test_entity_id_does_not_depend_on_track_or_credentials(first_call, tmp_path)
             text = _render(first_call, track, tmp_path / f"{track}{i}", creds)["asterisk.conf"]
             ids.add(dict(((s, k), v) for s, k, v in _settings(text))[("options", "entityid")])
     assert ids == {entity_id("first-call")}
+
+
+# ---------------------------------------------------------------------------------------
+# SIP over TLS
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_office() -> LabSpec:
+    return load_spec("tls-office")
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_tls_configuration_matches_goldens(tls_office, track, tmp_path):
+    name = tracks.get(track).sip_config
+    text = _render(tls_office, track, tmp_path / track)[name]
+    assert_golden(text, GOLDEN / f"{track}-tls" / name)
+
+
+def test_chan_sip_tls_settings(tls_office, tmp_path):
+    general = dict((k, v) for s, k, v in _settings(_render(tls_office, "legacy", tmp_path)["sip.conf"])
+                   if s == "general")
+    assert general["tlsenable"] == "yes" and general["tlsbindaddr"] == "0.0.0.0:5061"
+    assert general["tlscertfile"] == "/etc/asterisk/tls/pbx.crt"
+    assert general["tlsprivatekey"] == "/etc/asterisk/tls/pbx.key"
+    assert general["tlscafile"] == "/etc/asterisk/tls/ca.crt"
+    assert general["tlscipher"] == "ECDHE+AESGCM:ECDHE+CHACHA20"
+    assert (general["tlsdisablev1"], general["tlsdisablev11"], general["tlsdisablev12"]) == ("yes", "yes", "no")
+    assert general["transport"] == "udp,tls" and "tlsclientmethod" not in general
+    # Each phone's peer lists TLS first: sip show peer says Prim.Transp. : TLS.
+    peer = _one(_sections(_render(tls_office, "legacy", tmp_path / "2")["sip.conf"]), "6000", None)
+    assert peer["transport"] == ["tls,udp"]
+
+
+def test_the_reports_tls_choices_render_as_written(tmp_path):
+    """tlsclientmethod=tlsv1, tlscipher=ALL, TLS 1.0 allowed, cert and key in one file."""
+    spec = load_spec("tls-office", overrides={"pbx": {"tls": {
+        "client_method": "tlsv1", "ciphers": "ALL", "versions": ["1.0", "1.1", "1.2"],
+        "certificate": {"combined": True}}}})
+    general = dict((k, v) for s, k, v in _settings(_render(spec, "legacy", tmp_path / "l")["sip.conf"])
+                   if s == "general")
+    assert general["tlsclientmethod"] == "tlsv1" and general["tlscipher"] == "ALL"
+    assert (general["tlsdisablev1"], general["tlsdisablev11"]) == ("no", "no")
+    assert general["tlscertfile"] == "/etc/asterisk/tls/pbx.pem" and "tlsprivatekey" not in general
+    pjsip = _one(_sections(_render(spec, "modern", tmp_path / "m")["pjsip.conf"]), "transport-tls")
+    assert pjsip["method"] == ["sslv23"] and "cipher" not in pjsip
+    assert pjsip["cert_file"] == pjsip["priv_key_file"] == ["/etc/asterisk/tls/pbx.pem"]
+
+
+@pytest.mark.parametrize("versions, method", [(["1.2"], "tlsv1_2"), (["1.3"], "tlsv1_3"),
+                                              (["1.2", "1.3"], "sslv23")])
+def test_pjsip_method_is_one_version_or_all(versions, method, tmp_path):
+    spec = load_spec("tls-office", overrides={"pbx": {"tls": {"versions": versions}}})
+    transport = _one(_sections(_render(spec, "modern", tmp_path)["pjsip.conf"]), "transport-tls")
+    assert transport["method"] == [method] and transport["bind"] == ["0.0.0.0:5061"]
+    assert transport["protocol"] == ["tls"] and transport["verify_client"] == ["no"]
+    names = transport["cipher"][0].split(",")
+    assert names and all(n.startswith("ECDHE-") and ("GCM" in n or "CHACHA20" in n) for n in names)

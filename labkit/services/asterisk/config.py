@@ -8,6 +8,7 @@ where Asterisk does (:mod:`labkit.tracks`): the SIP driver's file and its module
 from __future__ import annotations
 
 import hashlib
+import ssl
 from pathlib import Path
 
 import jinja2
@@ -15,7 +16,7 @@ import jinja2
 from labkit import resources, tracks
 from labkit.addresses import is_host_name
 from labkit.services.base import Credentials
-from labkit.spec.model import LabSpec
+from labkit.spec.model import LabSpec, PbxTls
 from labkit.tracks import Track
 
 TEMPLATES = resources.templates_dir("asterisk")
@@ -34,6 +35,35 @@ def entity_id(lab: str) -> str:
     """A stable, locally administered MAC-style id per lab (asterisk.conf ``entityid``)."""
     digest = hashlib.sha256(lab.encode()).digest()
     return ":".join(f"{b:02x}" for b in (b"\x02" + digest[:5]))
+
+
+#: The default cipher list: ECDHE key exchange (forward secrecy) with AEAD ciphers only, as
+#: RFC 9325 §4.2 recommends for TLS 1.2 (TLS 1.3's suites are all of that kind).
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+#: pjproject's method values for one TLS version (pjsip_ssl_method).
+_PJSIP_METHODS = {"1.0": "tlsv1", "1.1": "tlsv1_1", "1.2": "tlsv1_2", "1.3": "tlsv1_3"}
+
+
+def _cipher_names(openssl_list: str) -> str:
+    """An OpenSSL cipher string expanded to the comma-separated names PJSIP's ``cipher``
+    takes (it does not read OpenSSL's ``+``/``!`` syntax): TLS 1.2 suites only, since TLS
+    1.3 suites are not chosen by this list."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers(openssl_list)
+    return ",".join(c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2")
+
+
+def tls_settings(tls: PbxTls) -> dict:
+    """What both templates need to render the TLS transport of ``tls``."""
+    ciphers = tls.ciphers or DEFAULT_CIPHERS
+    versions = sorted(set(tls.versions))
+    return dict(
+        port=tls.port, combined=tls.certificate.combined, versions=versions, ciphers=ciphers,
+        client_method=tls.client_method, verify_client=tls.verify_client,
+        # One version → that exact method; several → "every version the library allows"
+        # (pjproject has no minimum: PJSIP_SSLV23_METHOD, SSL_CTX with TLS_method()).
+        method=_PJSIP_METHODS[versions[0]] if len(versions) == 1 else "sslv23",
+        pjsip_cipher=None if ciphers.upper() == "ALL" else _cipher_names(ciphers))
 
 
 def render_pbx(spec: LabSpec, track: Track | str, credentials: Credentials, out_dir: Path,
@@ -56,6 +86,8 @@ def render_pbx(spec: LabSpec, track: Track | str, credentials: Credentials, out_
         ami_port=pbx.ami_port, ami_user=credentials.ami_user, ami_secret=credentials.ami_secret,
         endpoints=pbx.endpoints, secrets=credentials.secrets, dialplan=dialplan,
         modules=track.modules,
+        tls=tls_settings(pbx.tls) if "tls" in pbx.transports else None,
+        phone_transports={p.extension: p.transport for p in spec.phones},
         nat=dict(external_address=pbx.nat.external_address,
                  external_address_is_name=is_host_name(pbx.nat.external_address),
                  local_nets=[str(n) for n in pbx.nat.local_nets], symmetric=pbx.nat.symmetric),

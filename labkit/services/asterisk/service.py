@@ -17,6 +17,7 @@ sleep; stopping is ``core stop gracefully``, then SIGTERM, then SIGKILL.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -25,6 +26,7 @@ from labkit import tracks
 from labkit.errors import AsteriskError, AsteriskTimeout
 from labkit.services.asterisk.ami import AmiClient
 from labkit.services.asterisk.config import render_pbx
+from labkit.services.asterisk.tls import ImageUser, write_server_files
 from labkit.services.base import Credentials, LabContext, Port, Service, ServiceContext
 from labkit.services.processes import log_tail
 from labkit.services.sandbox import Sandbox
@@ -61,17 +63,50 @@ class Asterisk(Service):
 
     def ports(self) -> list[Port]:
         pbx = self.spec.pbx
-        return [*(Port(t, pbx.sip_port, f"SIP over {t.upper()}") for t in pbx.transports),
-                Port("tcp", pbx.ami_port, "AMI")]
+        ports = [Port(t, pbx.sip_port, f"SIP over {t.upper()}") for t in pbx.transports if t != "tls"]
+        if "tls" in pbx.transports:
+            ports.append(Port("tcp", pbx.tls.port, "SIP over TLS"))
+        return [*ports, Port("tcp", pbx.ami_port, "AMI")]
+
+    @property
+    def user(self) -> ImageUser:
+        """The unprivileged user Asterisk runs as (asterisk.conf ``runuser``)."""
+        return ImageUser.of(self.context.rootfs, "asterisk")
+
+    @property
+    def uses_tls(self) -> bool:
+        return "tls" in self.spec.pbx.transports
 
     def render(self) -> None:
         render_pbx(self.spec, self.track, self.credentials, self.config_dir)
+        if self.uses_tls:
+            write_server_files(self.context.pki_dir, self.spec.pbx.tls.certificate,
+                               self.certificate_names(), self.certificate_addresses(),
+                               self.config_dir / "tls", self.user)
+
+    def certificate_names(self) -> list[str]:
+        """The DNS names phones may dial: the lab file's, else every lab DNS record that
+        points at the PBX, and its name in the lab's hosts file."""
+        pbx, spec = self.spec.pbx, self.spec
+        if pbx.tls.certificate.names:
+            return list(pbx.tls.certificate.names)
+        address = spec.address_of(pbx.host)
+        names = [n for n, a in (spec.dns.records.items() if spec.dns else ()) if a == address]
+        return [*names, f"{pbx.host}.{self.context.lab}.test"]
+
+    def certificate_addresses(self) -> list[str]:
+        return [str(i.address) for i in self.spec.host(self.spec.pbx.host).interfaces]
 
     @property
     def sandbox(self) -> Sandbox:
+        tls_ro, tls_rw, env = ([], [], {})
+        if self.uses_tls:
+            user = self.user
+            tls_ro, tls_rw, env = self.context.tls_binds("asterisk", (user.uid, user.gid))
         return Sandbox(rootfs=self.context.rootfs, hostname=self.host, etc_dir=self.context.etc_dir,
-                       ro_binds=[(self.config_dir, "/etc/asterisk")],
-                       binds=[(self.state_dir, "/srv/lab"), (self.log_dir, "/srv/lab/log")])
+                       ro_binds=[(self.config_dir, "/etc/asterisk"), *tls_ro],
+                       binds=[(self.state_dir, "/srv/lab"), (self.log_dir, "/srv/lab/log"), *tls_rw],
+                       env=env)
 
     def program(self) -> list[str]:
         # -f: stay in the foreground (we are its parent); -n: no colours in logs;
@@ -83,9 +118,12 @@ class Asterisk(Service):
         return self.log_dir / "asterisk.out"
 
     def start(self) -> None:
-        for sub in ("db", "keys", "spool", "run"):
-            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # Asterisk drops to the user asterisk (runuser): its state and logs must be its own.
+        user = self.user
+        for directory in (self.state_dir, *(self.state_dir / s for s in ("db", "keys", "spool", "run")),
+                          self.log_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chown(directory, user.uid, user.gid)
         super().start()
 
     def reconfigure(self, spec: LabSpec) -> None:
@@ -176,6 +214,21 @@ class Asterisk(Service):
     def sip_config_name(self) -> str:
         return self.track.sip_config
 
+    #: Log lines that say why TLS does not work (both generations' wording).
+    TLS_TROUBLE = ("priv_key_file", "cert_file", "TLS/SSL error", "SSL_ERROR_SSL", "key values mismatch",
+                   "ee key too small", "ca md too weak", "Problem setting up ssl connection",
+                   "Unable to set up ssl connection")
+
+    def tls_problems(self, lines: int = 400) -> list[str]:
+        """What Asterisk's log says about its TLS transport (certificate, key, handshakes)."""
+        return [line for line in self.log(lines).splitlines()
+                if any(mark in line for mark in self.TLS_TROUBLE)]
+
+    def tls_listens(self) -> bool:
+        """Whether something accepts TLS connections on the PBX's TLS port (``ss -ltn``)."""
+        out = self.namespace.run(["ss", "-Hltn", f"sport = :{self.spec.pbx.tls.port}"], check=False).stdout
+        return "LISTEN" in out
+
     def log(self, lines: int = 40) -> str:
         """The end of Asterisk's ``messages`` log."""
         return log_tail(self.log_dir / "messages", lines)
@@ -191,7 +244,13 @@ class Asterisk(Service):
     def registered(self) -> dict[str, str]:
         """Extension → contact address for every registered endpoint, via AMI
         (``SIPpeers`` on chan_sip, ``PJSIPShowContacts`` on PJSIP)."""
-        return self.track.parse_registrations(self.ami.action(self.track.registrations_action))
+        try:
+            events = self.ami.action(self.track.registrations_action)
+        except AsteriskError as exc:
+            if "No Contacts found" in exc.message:  # PJSIP answers an empty list with an error
+                return {}
+            raise
+        return self.track.parse_registrations(events)
 
 
 def provide(lab: LabContext) -> list[Service]:

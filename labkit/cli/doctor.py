@@ -14,7 +14,8 @@ TOOLS = {
     "ip": "iproute2", "bwrap": "bubblewrap", "mmdebstrap": "mmdebstrap", "zstd": "zstd",
     "tshark": "tshark", "dumpcap": "wireshark-common", "espeak-ng": "espeak-ng",
     "nft": "nftables", "iptables": "iptables", "conntrack": "conntrack", "ss": "iproute2",
-    "dig": "dnsutils", "mergecap": "wireshark-common",
+    "dig": "dnsutils", "mergecap": "wireshark-common", "editcap": "wireshark-common",
+    "gcc": "gcc", "openssl": "openssl",
 }
 
 

@@ -6,6 +6,11 @@
     rtp_streams(rtp, sip=sip)                  # loss, jitter (RFC 3550), MOS estimate (G.107)
     packet("call.pcap", 5)                     # every field of frame 5 (pyshark)
     replay("call.pcap", "out/")                # CSVs, ladder diagrams and report.md
+    tls_sessions("tls.pcapng", keylog="keys")  # one row per TLS session: decrypted or why not
+
+SIP over TLS: every table takes ``tls_keylog=`` (NSS key log), ``tls_rsa_key=`` (TLS 1.2
+RSA key exchange only) and ``tls_ports=``; secrets embedded with ``editcap --inject-secrets``
+are used with no option (:mod:`labkit.analysis.tls`).
 
 Audio: ``decode_stream``, ``to_wav``, ``read_wav``, ``correlate`` (G.711 only).
 Figures: :mod:`labkit.analysis.plots`.  Every problem with a file raises
@@ -22,11 +27,12 @@ from labkit.analysis.replay import main as _replay_main
 from labkit.analysis.rtp import rtp_packets
 from labkit.analysis.sip import sip_messages
 from labkit.analysis.streams import rtp_streams
+from labkit.analysis.tls import tls_sessions
 
 # The function ``replay`` shadows the module of the same name in this package, so give it
 # the module's CLI entry too: ``labkit.analysis.replay.main(["f.pcap", "-o", "out"])`` works
 # whichever of the two a caller got (``from labkit.analysis.replay import main`` also works).
 replay.main = _replay_main
 
-__all__ = ["sip_messages", "calls", "rtp_packets", "rtp_streams", "packet", "replay", "ReplayReport",
+__all__ = ["sip_messages", "calls", "rtp_packets", "rtp_streams", "tls_sessions", "packet", "replay", "ReplayReport",
            "decode_stream", "to_wav", "read_wav", "correlate", "explain_mos"]

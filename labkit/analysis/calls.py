@@ -33,7 +33,10 @@ def _media(row) -> str | None:
 
 
 def calls(pcap_or_sip, **kw) -> pd.DataFrame:
-    """One row per INVITE dialog of a capture or SIP table (see module docstring)."""
+    """One row per INVITE dialog of a capture or SIP table (see module docstring).
+
+    With a capture path, ``kw`` goes to :func:`~labkit.analysis.sip_messages` (e.g.
+    ``tls_keylog=KEYS`` for SIP over TLS)."""
     sip = load_sip(pcap_or_sip, **kw)
     if sip.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})

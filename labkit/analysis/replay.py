@@ -3,11 +3,18 @@
 ``labkit replay FILE [-o DIR]`` (or :func:`replay`) writes into DIR:
 
 * ``sip.csv``, ``calls.csv``, ``streams.csv`` — the tables of :mod:`labkit.analysis`;
+  ``tls.csv`` (one row per TLS session, :func:`~labkit.analysis.tls_sessions`) when the
+  capture holds TLS;
 * ``ladder-<n>.png/.svg`` per call (``ladder.png/.svg`` for the whole file when it holds
   no INVITE, e.g. only REGISTERs), ``rtp-timeline.png/.svg`` when there is RTP;
 * ``report.md`` — counts, calls with status and duration, streams with loss, jitter and
   the MOS estimate, and warnings a student should look at (RTP nobody announced in SDP,
   private addresses in SDP that crossed a NAT, SDES keys in clear text, …).
+
+SIP over TLS: ``--tls-keylog KEYS`` (or secrets embedded with ``editcap --inject-secrets``)
+decrypts it and the SIP inside is analysed like any other; without keys the report says how
+many TLS sessions and records there are on which ports, that the SIP inside cannot be read,
+and how to decrypt it — a TLS-only capture is never just "0 SIP messages".
 """
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ import pandas as pd
 
 from labkit import resources
 from labkit.addresses import is_rfc1918, parse_ipv4
+from labkit.analysis.tls import SIP_TLS_PORT, empty_sessions, to_markdown, to_text
+from labkit.analysis.tls import summary as tls_summary
 from labkit.errors import LabkitError
 
 
@@ -35,6 +44,8 @@ class ReplayReport:
     streams: pd.DataFrame
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    tls: pd.DataFrame = field(default_factory=empty_sessions)
+    tls_notes: list[str] = field(default_factory=list)
 
     @property
     def report_path(self) -> str:
@@ -50,13 +61,16 @@ def _beyond_a_nat(addr: str) -> bool:
 
 
 def _warnings(sip: pd.DataFrame, rtp: pd.DataFrame, streams: pd.DataFrame, calls: pd.DataFrame,
-              extra: list[str]) -> list[str]:
+              extra: list[str], tls: pd.DataFrame | None = None) -> list[str]:
     w = list(extra)
+    hidden = 0 if tls is None or tls.empty else int((~tls["decrypted"].astype(bool)).sum())
     if len(streams):
         orphan = streams[streams["call_id"].isna()]
+        why = ("; the SIP that announced it is inside TLS that was not decrypted" if hidden
+               else "; the SIP was not captured" if sip.empty else "")
         for r in orphan.itertuples():
             w.append(f"RTP stream {r.direction} (SSRC {r.ssrc_hex}) matches no SDP in the capture "
-                     f"(found heuristically{'; the SIP was not captured' if sip.empty else ''}).")
+                     f"(found heuristically{why}).")
         for r in streams[streams["loss_pct"] > 1].itertuples():
             w.append(f"Stream {r.direction} lost {r.lost} packets ({r.loss_pct:.1f} %).")
         for r in streams[streams["jitter_mean_ms"] > 30].itertuples():
@@ -74,7 +88,10 @@ def _warnings(sip: pd.DataFrame, rtp: pd.DataFrame, streams: pd.DataFrame, calls
             if r.sdp_c_addr and is_rfc1918(r.sdp_c_addr) and r.src and _beyond_a_nat(str(r.src)):
                 w.append(f"Frame {r.frame}: SDP announces private address {r.sdp_c_addr} but the message "
                          f"came from public {r.src} — media will not reach it without NAT help.")
-            if r.sdp_crypto:
+            if r.sdp_crypto and r.transport == "TLS":
+                w.append(f"Frame {r.frame}: SDES keys (a=crypto {r.sdp_crypto}) travel in the SDP inside TLS: "
+                         f"hidden on the wire, but whoever holds the TLS keys (this key log) can decrypt the SRTP.")
+            elif r.sdp_crypto:
                 w.append(f"Frame {r.frame}: SDES keys (a=crypto {r.sdp_crypto}) travel in the SDP; over plain "
                          f"{r.transport} anyone capturing can decrypt the SRTP.")
             if r.sdp_direction in ("sendonly", "recvonly", "inactive"):
@@ -98,6 +115,16 @@ def _warnings(sip: pd.DataFrame, rtp: pd.DataFrame, streams: pd.DataFrame, calls
     if len(calls):
         for r in calls[calls["state"] != "answered"].itertuples():
             w.append(f"Call {r.call_id} was not answered: {r.state}, final status {r.final_status}.")
+    if tls is not None and len(tls):
+        log = tls.attrs.get("keylog")
+        if log is not None and not tls["client_random"].isin(log.client_randoms).any():
+            w.append(f"The key log {log.source} decrypts 0 of {len(tls)} TLS sessions: none of its "
+                     f"{len(log.client_randoms)} client randoms is in this capture. It was written during "
+                     f"another run, or by an endpoint of other connections: use the key log of the same run "
+                     f"(the server's decrypts every connection to it).")
+        if hidden:
+            w.append(f"{hidden} TLS session{'s' if hidden != 1 else ''} not decrypted: the SIP inside "
+                     f"{'them is' if hidden != 1 else 'it is'} not in sip.csv (see the TLS section).")
     return list(dict.fromkeys(w))
 
 
@@ -109,10 +136,28 @@ def _fmt(v, spec="") -> str:
 
 def _markdown(rep: ReplayReport) -> str:
     s, c, st = rep.sip, rep.calls, rep.streams
-    lines = [f"# Replay of `{os.path.basename(rep.pcap)}`", "",
-             f"- SIP messages: {len(s)} ({int(s['is_request'].sum()) if len(s) else 0} requests)",
+    t = rep.tls
+    hidden = 0 if t.empty else int((~t["decrypted"].astype(bool)).sum())
+    sip_line = f"- SIP messages: {len(s)} ({int(s['is_request'].sum()) if len(s) else 0} requests)"
+    if hidden:
+        sip_line += (f" — plus the SIP inside {hidden} TLS session{'s' if hidden != 1 else ''} that could not "
+                     f"be decrypted (see TLS below)")
+    lines = [f"# Replay of `{os.path.basename(rep.pcap)}`", "", sip_line,
              f"- calls (INVITE dialogs): {len(c)}",
-             f"- RTP packets: {len(rep.rtp)} in {len(st)} streams", ""]
+             f"- RTP packets: {len(rep.rtp)} in {len(st)} streams"]
+    if len(t):
+        lines.append(f"- TLS sessions: {len(t)} ({len(t) - hidden} decrypted)")
+    lines.append("")
+    if len(t):
+        lines += ["## TLS", ""] + to_markdown(rep.tls_notes)
+        lines += ["", "| # | client → server | version | cipher suite | SNI | records c→s / s→c | "
+                  "app-data bytes c→s / s→c | decrypted | why |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in t.itertuples():
+            lines.append(f"| {r.session} | {r.client}:{r.client_port} → {r.server}:{r.server_port} | "
+                         f"{r.version or '–'} | {r.cipher_suite or '–'} | {r.sni or '–'} | "
+                         f"{r.records_c2s} / {r.records_s2c} | {r.app_bytes_c2s} / {r.app_bytes_s2c} | "
+                         f"{'yes' if r.decrypted else 'no'} | {r.why} |")
+        lines.append("")
     if len(c):
         lines += ["## Calls", "", "| call | caller → callee | status | setup (s) | duration (s) |",
                   "|---|---|---|---|---|"]
@@ -135,22 +180,36 @@ def _markdown(rep: ReplayReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_messages: int = 60) -> ReplayReport:
-    """Analyse ``pcap`` and write tables, figures and ``report.md`` into ``outdir``."""
+def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_messages: int = 60,
+           tls_keylog=None, tls_rsa_key=None, tls_ports=()) -> ReplayReport:
+    """Analyse ``pcap`` and write tables, figures and ``report.md`` into ``outdir``.
+
+    ``tls_keylog``/``tls_rsa_key``/``tls_ports``: decrypt SIP over TLS (see
+    :mod:`labkit.analysis.tls`); secrets embedded in a pcapng are used without them.  SIP
+    inside a decrypted session on a port other than 5061 is found without ``tls_ports``.
+    """
     from labkit.analysis import plots
     from labkit.analysis.calls import calls as calls_of
     from labkit.analysis.rtp import rtp_packets
     from labkit.analysis.sip import sip_messages
     from labkit.analysis.streams import rtp_streams
+    from labkit.analysis.tls import tls_sessions
 
     pcap = os.fspath(pcap)
-    sip = sip_messages(pcap, ports=sip_ports)
+    tls = tls_sessions(pcap, tls_keylog, tls_rsa_key, tls_ports=tls_ports)
+    # Decrypted, but tshark did not recognise what is inside (SIP is registered on 5061 only).
+    unknown = tls[tls["decrypted"].astype(bool) & ~tls["inner_protocol"].astype(str).str.contains("sip")
+                  & (tls["server_port"] != SIP_TLS_PORT)] if len(tls) else tls
+    ports = sorted({*map(int, tls_ports), *map(int, unknown["server_port"])})
+    sip = sip_messages(pcap, ports=sip_ports, tls_keylog=tls_keylog, tls_rsa_key=tls_rsa_key, tls_ports=ports)
     rtp = rtp_packets(pcap, sip=sip)
     streams = rtp_streams(rtp, sip=sip)
     calls = calls_of(sip)
     os.makedirs(outdir, exist_ok=True)
-    rep = ReplayReport(pcap, os.fspath(outdir), sip, calls, rtp, streams)
-    for name, df in (("sip", sip), ("calls", calls), ("streams", streams)):
+    rep = ReplayReport(pcap, os.fspath(outdir), sip, calls, rtp, streams, tls=tls)
+    rep.tls_notes = tls_summary(tls, pcap, sip_rows=int((sip["transport"] == "TLS").sum()) if len(sip) else 0)
+    tables = [("sip", sip), ("calls", calls), ("streams", streams)] + ([("tls", tls)] if len(tls) else [])
+    for name, df in tables:
         path = os.path.join(outdir, f"{name}.csv")
         df.to_csv(path, index=False)
         rep.files.append(path)
@@ -166,7 +225,8 @@ def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_message
         fig = plots.rtp_timeline(rtp, streams)
         rep.files += plots.save(fig, os.path.join(outdir, "rtp-timeline"))
     rep.warnings = _warnings(sip, rtp, streams, calls,
-                             sip.attrs.get("warnings", []) + rtp.attrs.get("warnings", []))
+                             tls.attrs.get("warnings", []) + sip.attrs.get("warnings", []) + rtp.attrs.get(
+                                 "warnings", []), tls)
     with open(rep.report_path, "w", encoding="utf-8") as f:
         f.write(_markdown(rep))
     rep.files.append(rep.report_path)
@@ -183,7 +243,8 @@ def shipped_capture(name: str) -> Path | None:
 
 
 def main(argv=None) -> int:
-    """``labkit replay FILE [-o DIR]``: returns 0 on success, 2 on a capture problem."""
+    """``labkit replay FILE [-o DIR] [--tls-keylog KEYS] [--tls-rsa-key KEY]``: returns 0 on
+    success, 2 on a capture problem (or a key log / key that cannot be used)."""
     ap = argparse.ArgumentParser(prog="labkit replay",
                                  description="Analyse a pcap/pcapng offline: SIP ladder, calls, RTP "
                                              "streams with loss/jitter/MOS estimate, report.md.")
@@ -193,6 +254,14 @@ def main(argv=None) -> int:
     ap.add_argument("--sip-port", type=int, action="append", default=[], help="extra port to decode as SIP")
     ap.add_argument("--name", action="append", default=[], metavar="ADDR=LABEL",
                     help='label an endpoint in ladders, e.g. --name 192.168.0.11=alice')
+    ap.add_argument("--tls-keylog", metavar="KEYS",
+                    help="NSS key log (SSLKEYLOGFILE, keylog.so) to decrypt SIP over TLS; a pcapng made by "
+                         "'editcap --inject-secrets tls,KEYS in out' needs none")
+    ap.add_argument("--tls-rsa-key", metavar="KEY",
+                    help="the server's RSA private key (PEM): decrypts TLS 1.2 sessions with RSA key exchange "
+                         "only, never ECDHE or TLS 1.3 (forward secrecy)")
+    ap.add_argument("--tls-port", type=int, action="append", default=[],
+                    help="TCP port carrying SIP over TLS besides 5061 (found by itself once decrypted)")
     args = ap.parse_args(argv)
     shipped = shipped_capture(args.file)
     # A user's file gets its results beside it; a shipped one in the working directory.
@@ -201,12 +270,17 @@ def main(argv=None) -> int:
         args.file = str(shipped)
     names = dict(n.split("=", 1) for n in args.name if "=" in n)
     try:
-        rep = replay(args.file, outdir, names=names or None, sip_ports=args.sip_port)
+        rep = replay(args.file, outdir, names=names or None, sip_ports=args.sip_port,
+                     tls_keylog=args.tls_keylog, tls_rsa_key=args.tls_rsa_key, tls_ports=args.tls_port)
     except LabkitError as e:
         print(f"labkit replay: {e.explain()}", file=sys.stderr)
         return 2
-    print(f"{len(rep.sip)} SIP messages, {len(rep.calls)} calls, {len(rep.streams)} RTP streams "
+    hidden = 0 if rep.tls.empty else int((~rep.tls["decrypted"].astype(bool)).sum())
+    inside = f" (+ the SIP inside {hidden} TLS session{'s' if hidden != 1 else ''} not decrypted)" if hidden else ""
+    print(f"{len(rep.sip)} SIP messages{inside}, {len(rep.calls)} calls, {len(rep.streams)} RTP streams "
           f"-> {rep.report_path}")
+    for line in to_text(rep.tls_notes):
+        print(line)
     for w in rep.warnings[:10]:
         print(f"  warning: {w}")
     return 0

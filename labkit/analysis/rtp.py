@@ -71,15 +71,21 @@ def _empty(with_payload: bool) -> pd.DataFrame:
 
 
 def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = False,
-                min_packets: int = 8) -> pd.DataFrame:
+                min_packets: int = 8, tls_keylog=None, tls_rsa_key=None, tls_ports=()) -> pd.DataFrame:
     """One row per RTP packet of ``pcap`` (see the module docstring for how RTP is found).
 
     ``sip``: the table from :func:`~labkit.analysis.sip_messages`; its SDP addresses make
-    short or unusual streams count as RTP too.  Without it only the heuristic is used.
+    short or unusual streams count as RTP too.  Without it only the heuristic is used —
+    unless ``tls_keylog``/``tls_rsa_key``/``tls_ports`` are given: then the SIP table is
+    made here with them, since with SIP over TLS the SDP that says where the media goes is
+    readable only once decrypted (TLS hides the signalling, not plain RTP).
     ``with_payload=True`` adds the media bytes (needed for audio decoding).
     Truncated files are read up to the last complete packet; the warning is in
     ``df.attrs["warnings"]``.
     """
+    if sip is None and (tls_keylog is not None or tls_rsa_key is not None or tls_ports):
+        from labkit.analysis.sip import sip_messages
+        sip = sip_messages(pcap, tls_keylog=tls_keylog, tls_rsa_key=tls_rsa_key, tls_ports=tls_ports)
     result = ScanResult(str(pcap))
     book = AddressBook()
     cols, result = scan_udp(pcap, _extractor(with_payload, book), result)

@@ -5,6 +5,11 @@ tshark does the SIP parsing (UDP, TCP with reassembly, and decrypted TLS), on po
 force other ports.  A single tshark process is run per file and its ``-T fields``
 output is streamed into pandas — no per-packet pyshark objects.
 
+SIP over TLS (5061) is only readable with keys: ``tls_keylog=KEYS`` (an NSS key log),
+``tls_rsa_key=KEY`` (TLS 1.2 RSA key exchange only), or secrets embedded in a pcapng by
+``editcap --inject-secrets`` (used with no option); ``tls_ports=[5062]`` for SIP over TLS
+on another port.  See :mod:`labkit.analysis.tls`; decrypted rows have transport ``TLS``.
+
 Columns (RFC 3261 names): ``frame``, ``time`` (epoch s), ``rel_time`` (s since the first
 packet of the file), ``src``, ``sport``, ``dst``, ``dport``, ``transport``
 (UDP/TCP/TLS/WS), ``is_request``, ``method`` (requests), ``status_code`` and ``reason``
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from labkit.analysis.pcapfile import open_capture, warn_all
+from labkit.analysis.tls import tls_keys
 from labkit.analysis.tshark import AGG, fields_frame
 
 FIELDS = {
@@ -98,21 +104,32 @@ def empty_sip() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
 
 
-def sip_messages(pcap, ports=(), timeout: float = 300.0) -> pd.DataFrame:
+def sip_messages(pcap, ports=(), timeout: float = 300.0, *, tls_keylog=None, tls_rsa_key=None,
+                 tls_ports=()) -> pd.DataFrame:
     """One row per SIP message in ``pcap`` (see the module docstring for the columns).
 
     ``ports``: extra UDP/TCP ports to decode as SIP besides 5060/5061 and tshark's
     heuristics.  SIP quoted inside ICMP errors (port unreachable) is not counted as a message.
-    A capture without SIP gives an empty table with the same columns.
+    ``tls_keylog``/``tls_rsa_key``: key material to decrypt SIP over TLS (tshark ``-o
+    tls.keylog_file:…`` / ``-o uat:rsa_keys:…``); ``tls_ports``: TCP ports other than 5061
+    that carry SIP over TLS (see :mod:`labkit.analysis.tls`).
+    A capture without SIP gives an empty table with the same columns; so does one whose SIP
+    is all inside TLS that could not be decrypted (:func:`~labkit.analysis.tls_sessions` says why).
     Warnings (e.g. a truncated file) are in ``df.attrs["warnings"]``.
-    Raises :class:`~labkit.errors.CaptureError` for a missing or unreadable file.
+    Raises :class:`~labkit.errors.CaptureError` for a missing or unreadable file, key log or key.
     """
     f, _fmt, _ = open_capture(pcap)  # friendly errors before tshark says something obscure
     f.close()
     decode = [f"{proto}.port=={int(p)},sip" for p in ports for proto in ("udp", "tcp")]
+    keys = tls_keys(tls_keylog, tls_rsa_key, tls_ports)
+    tls_decode, tls_extra = keys.tshark_args()
     raw, warnings = fields_frame(pcap, list(FIELDS), display_filter="sip && !icmp && !icmpv6",
-                                 decode_as=decode, timeout=timeout)
+                                 decode_as=decode + tls_decode, extra=tls_extra, timeout=timeout,
+                                 stderr_warnings=keys.given)
     raw.columns = list(FIELDS.values())
+    # A frame tshark hands to SIP without a start line is not a message (a continuation, or
+    # a port forced with -d that carries something else): it would be a row of blanks.
+    raw = raw[(raw["request_line"] != "") | (raw["status_line"] != "")]
     warn_all(warnings)
     if raw.empty:
         out = empty_sip()

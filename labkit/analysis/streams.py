@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from labkit.analysis import quality
+import labkit.analysis.quality as quality
 
 # RFC 3551 §6 static payload types: name, clock rate
 STATIC_PT = {0: ("PCMU", 8000), 3: ("GSM", 8000), 4: ("G723", 8000), 5: ("DVI4", 8000),
@@ -119,13 +119,19 @@ def stream_ids(rtp: pd.DataFrame) -> np.ndarray:
 
 
 def rtp_streams(pcap_or_rtp, sip: pd.DataFrame | None = None, *, plc: bool = False,
-                delay_ms: float = 0.0) -> pd.DataFrame:
+                delay_ms: float = 0.0, tls_keylog=None, tls_rsa_key=None, tls_ports=()) -> pd.DataFrame:
     """One row per RTP stream (see the module docstring for every figure).
 
     ``pcap_or_rtp``: a capture path or the table from :func:`rtp_packets`.  ``sip``: the
     SIP table, used to find each stream's Call-ID and dynamic payload type names.
+    ``tls_keylog``/``tls_rsa_key``/``tls_ports``: with a capture path and no ``sip``, the
+    SIP table is made with them (SIP over TLS, :mod:`labkit.analysis.tls`).
     ``plc``/``delay_ms`` feed the E-model estimate (:mod:`labkit.analysis.quality`).
     """
+    if sip is None and not isinstance(pcap_or_rtp, pd.DataFrame) and (
+            tls_keylog is not None or tls_rsa_key is not None or tls_ports):
+        from labkit.analysis.sip import sip_messages
+        sip = sip_messages(pcap_or_rtp, tls_keylog=tls_keylog, tls_rsa_key=tls_rsa_key, tls_ports=tls_ports)
     rtp = load_rtp(pcap_or_rtp, sip)
     if rtp is None or len(rtp) == 0:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})

@@ -31,10 +31,12 @@ def tshark_path() -> str:
 
 def fields_frame(path, fields: list[str], *, display_filter: str | None = None,
                  decode_as: list[str] = (), extra: list[str] = (),
-                 timeout: float = DEFAULT_TIMEOUT) -> tuple[pd.DataFrame, list[str]]:
+                 timeout: float = DEFAULT_TIMEOUT, stderr_warnings: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Return (DataFrame of string columns named after ``fields``, warnings).
 
-    All occurrences of a field are kept, joined by :data:`AGG`.
+    All occurrences of a field are kept, joined by :data:`AGG`.  ``stderr_warnings``: also
+    turn what tshark prints on stderr when it succeeds into warnings — it reports a bad
+    ``-o`` preference value (e.g. an RSA key it cannot load) there and still exits 0.
     """
     cmd = [tshark_path(), "-n", "-r", os.fspath(path), "-T", "fields", "-E", "separator=/t",
            "-E", "occurrence=a", "-E", f"aggregator={AGG}", "-E", "quote=n", "-E", "header=n"]
@@ -69,6 +71,8 @@ def fields_frame(path, fields: list[str], *, display_filter: str | None = None,
                            cause="a very large capture or a stuck tshark",
                            hint="pass a larger timeout= or cut the file with editcap -r")
     warnings = []
+    if rc == 0 and stderr_warnings and stderr.strip():
+        warnings.append(f"tshark: {' '.join(stderr.split())}")
     if rc != 0:
         if "cut short" in stderr or "truncated" in stderr:
             warnings.append(f"tshark: {stderr.strip()}")

@@ -192,14 +192,16 @@ class Lab:
 
     def tls_probe(self, host: str, *, server: str | None = None, name: str | None = None,
                   port: int | None = None, version: str | None = None,
-                  cipher: str | None = None) -> TlsProbeResult:
+                  cipher: str | None = None, send: str | None = None) -> TlsProbeResult:
         """What a TLS client on ``host`` sees of the PBX's TLS port (``openssl s_client``,
         trusting the lab CA): verify result, alert, version, cipher.  ``name`` is the name the
-        client dials and checks (default: the address it connects to is checked as-is)."""
+        client dials and checks (default: the address it connects to is checked as-is);
+        ``send`` is written once connected (e.g. a SIP request, to have something to decrypt)."""
         pbx = self.spec.pbx
         probe = TlsProbe(self.context().service_context(host, TlsProbe.kind, image=tracks.TOOLS_IMAGE),
                          address=server or str(self.spec.address_of(pbx.host)),
-                         port=port or pbx.tls.port, name=name, version=version, cipher=cipher)
+                         port=port or pbx.tls.port, name=name, version=version, cipher=cipher,
+                         send=send)
         return probe.run()
 
     # -- up -----------------------------------------------------------------------------

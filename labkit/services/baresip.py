@@ -369,7 +369,9 @@ class Softphone(Service):
         or after :data:`UNREGISTER_WAIT` seconds.
         """
         account = (self.config_dir / "accounts").read_text().strip()
-        aor = account.split("<", 1)[1].split(">", 1)[0]
+        # The address of record without URI parameters (;transport=tls): baresip finds its
+        # user agent by the bare AOR.
+        aor = account.split("<", 1)[1].split(">", 1)[0].split(";", 1)[0]
         # A phone whose last registration failed sends no un-REGISTER: nothing to wait for,
         # even if the registrar still holds an older binding.
         holds = self.registrar_holds

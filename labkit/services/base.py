@@ -157,6 +157,8 @@ class Service:
     #: Seconds to wait for readiness, then for each stop step.
     ready_timeout: ClassVar[float] = 10.0
     stop_timeout: ClassVar[float] = 3.0
+    #: What the program reads on its standard input (None: nothing, /dev/null).
+    stdin_data: bytes | None = None
 
     def __init__(self, context: ServiceContext, name: str | None = None):
         self.context = context
@@ -200,11 +202,18 @@ class Service:
         inner = sandbox.argv(self.program()) if sandbox else self.program()
         argv = self.namespace.exec_argv(inner)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        stdin = subprocess.DEVNULL if self.stdin_data is None else subprocess.PIPE
         with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+            self.popen = subprocess.Popen(argv, stdin=stdin, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         self.process_record = ProcessRecord.of(self.name, self.popen.pid, argv)
         self.record.add_process(self.process_record)
+        if self.stdin_data is not None:
+            try:
+                self.popen.stdin.write(self.stdin_data)
+                self.popen.stdin.close()
+            except BrokenPipeError:
+                pass  # it exited at once: its log says why
 
     def attach(self, process_record: ProcessRecord) -> None:
         """Take over a daemon started by another labkit process (``labkit up`` earlier)."""

@@ -77,10 +77,13 @@ class TlsProbe(Service):
     kind = "openssl"
 
     def __init__(self, context: ServiceContext, *, address: str, port: int, name: str | None,
-                 version: str | None = None, cipher: str | None = None, timeout: float = 10.0):
+                 version: str | None = None, cipher: str | None = None, send: str | None = None,
+                 timeout: float = 10.0):
         super().__init__(context, name=f"{context.host}/openssl")
         self.address, self.port, self.server_name = address, port, name
         self.version, self.cipher, self.timeout = version, cipher, timeout
+        #: Application data sent once the handshake is done (e.g. a SIP OPTIONS request).
+        self.stdin_data = send.encode() if send else None
 
     @property
     def sandbox(self) -> Sandbox:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class Asterisk(Service):
 
     def render(self) -> None:
         render_pbx(self.spec, self.track, self.credentials, self.config_dir)
+        shutil.rmtree(self.config_dir / "tls", ignore_errors=True)  # a new certificate each time
         if self.uses_tls:
             write_server_files(self.context.pki_dir, self.spec.pbx.tls.certificate,
                                self.certificate_names(), self.certificate_addresses(),

@@ -174,6 +174,12 @@ class PbxTls(_Strict):
     keylog: bool = Field(
         default=True, description="Write the TLS session keys of the lab's programs to the lab "
                                   "directory, so that its captures can be decrypted (a lab only).")
+    sip_conf: str | None = Field(
+        default=None, description="TLS lines for sip.conf [general] as a student wrote them; they "
+                                  "replace the kit's on the legacy track (checked, never executed).")
+    pjsip_conf: str | None = Field(
+        default=None, description="A pjsip.conf TLS transport section as a student wrote it; it "
+                                  "replaces the kit's on the modern track (checked, never executed).")
 
 
 class Pbx(_Strict):

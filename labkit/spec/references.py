@@ -15,6 +15,7 @@ import jinja2
 import jinja2.meta
 
 from labkit.addresses import is_host_name
+from labkit.spec import stanza
 from labkit.spec.model import Host, LabSpec, Network
 
 
@@ -94,6 +95,17 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
                              f"declared under pbx.endpoints; declared: {', '.join(sorted(extensions))}"))
         problems += _phone_transport_problems(spec, i, phone)
     problems += _port_collisions(spec)
+    problems += _stanza_problems(spec)
+    return problems
+
+
+def _stanza_problems(spec: LabSpec) -> list[tuple[str, str]]:
+    """A student's TLS lines are data: only the options of the exercise, no directives."""
+    problems = []
+    for field_name, rules in (("sip_conf", stanza.CHAN_SIP_TLS), ("pjsip_conf", stanza.PJSIP_TLS)):
+        text = getattr(spec.pbx.tls, field_name)
+        if text is not None:
+            problems += stanza.describe_problems(f"pbx.tls.{field_name}", stanza.parse(text, rules)[1])
     return problems
 
 

@@ -156,3 +156,20 @@ def test_tls_port_in_use_and_unreadable_key_are_clear_errors(make_lab, lab_name)
         squatter.close()
     finally:
         namespace.delete()
+
+
+STUDENT = {
+    "modern": {"pjsip_conf": "[transport-tls]\ntype = transport\nprotocol = tls\nbind = 0.0.0.0:5061\n"
+                             "cert_file = /etc/asterisk/tls/pbx.crt\npriv_key_file = /etc/asterisk/tls/pbx.key\n"
+                             "method = sslv23\n"},
+    "legacy": {"sip_conf": "tlsenable = yes\ntlsbindaddr = 0.0.0.0:5061\n"
+                           "tlscertfile = /etc/asterisk/tls/pbx.pem\ntransport = udp,tls\n"},
+}
+
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_a_students_tls_stanza_runs_the_lab(make_lab, track):
+    """What a student wrote replaces the kit's TLS lines; the lab measures whether it works."""
+    lab = make_lab("tls-office", track=track, overrides={"pbx": {"tls": STUDENT[track]}})
+    assert {"6000", "6001"} <= set(lab.pbx.registered())
+    assert "as the student wrote it" in lab.pbx.config(lab.track.sip_config)

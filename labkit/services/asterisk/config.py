@@ -16,6 +16,7 @@ import jinja2
 from labkit import resources, tracks
 from labkit.addresses import is_host_name
 from labkit.services.base import Credentials
+from labkit.spec import stanza
 from labkit.spec.model import LabSpec, PbxTls
 from labkit.tracks import Track
 
@@ -58,6 +59,8 @@ def tls_settings(tls: PbxTls) -> dict:
     ciphers = tls.ciphers or DEFAULT_CIPHERS
     versions = sorted(set(tls.versions))
     return dict(
+        sip_conf=stanza.parse(tls.sip_conf, stanza.CHAN_SIP_TLS)[0] if tls.sip_conf else None,
+        pjsip_conf=stanza.parse(tls.pjsip_conf, stanza.PJSIP_TLS)[0] if tls.pjsip_conf else None,
         port=tls.port, combined=tls.certificate.combined, versions=versions, ciphers=ciphers,
         client_method=tls.client_method, verify_client=tls.verify_client,
         # One version → that exact method; several → "every version the library allows"

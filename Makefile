@@ -10,3 +10,4 @@ bench:
 	.venv/bin/python benchmarks/bench_lab.py
 	.venv/bin/python benchmarks/bench_images.py
 	.venv/bin/python benchmarks/bench_analysis.py
+	.venv/bin/python benchmarks/bench_tls.py

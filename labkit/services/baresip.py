@@ -40,7 +40,7 @@ MODULES = ["g711", "aufile", "aubridge", "sndfile", "srtp", "account", "menu", "
 
 
 def render_config(*, address: str, sip_port: int, audio_file: str, record_dir: str,
-                  ca_file: str | None = None, verify_server: bool = True) -> str:
+                  ca_file: str | None = None, verify_server: bool = True, dtls: bool = False) -> str:
     """baresip's ``config`` file for one lab phone (``ca_file``: the CA it trusts over TLS)."""
     lines = [
         "# baresip config — rendered by labkit.",
@@ -61,7 +61,8 @@ def render_config(*, address: str, sip_port: int, audio_file: str, record_dir: s
         # With a CA file baresip checks the server's certificate chain, and its name when
         # the account's host is a name (not an IP address).
         lines += [f"sip_cafile {ca_file}", f"sip_verify_server {'yes' if verify_server else 'no'}"]
-    for module in MODULES:
+    # dtls_srtp only where asked: loaded, it adds DTLS fingerprints to every offer.
+    for module in MODULES + (["dtls_srtp"] if dtls else []):
         keyword = "module_app" if module in ("account", "menu", "ctrl_tcp") else "module"
         lines.append(f"{keyword} {module}.so")
     return "\n".join(lines) + "\n"
@@ -205,7 +206,7 @@ class Softphone(Service):
 
     def __init__(self, context: ServiceContext, *, name: str, extension: str, display: str,
                  address: str, registrar: str, secret: str, codecs: list[str], sip_port: int = 5060,
-                 transport: str = "udp", verify_server: bool = True,
+                 transport: str = "udp", verify_server: bool = True, media_encryption: str = "none",
                  registrar_holds: Callable[[], bool] | None = None):
         super().__init__(context, name=f"{name}/baresip")
         self.phone_name = name
@@ -218,6 +219,7 @@ class Softphone(Service):
         self.sip_port = sip_port
         self.transport = transport
         self.verify_server = verify_server
+        self.media_encryption = None if media_encryption == "none" else media_encryption
         self.registrar_holds = registrar_holds
         self.config_dir = context.config_dir
         self.record_dir = context.recordings_dir
@@ -238,10 +240,12 @@ class Softphone(Service):
         (conf / "config").write_text(render_config(
             address=self.address, sip_port=self.sip_port,
             audio_file="/srv/phone/say.wav", record_dir="/srv/phone/rec",
-            ca_file="/srv/pki/ca.crt" if tls else None, verify_server=self.verify_server))
+            ca_file="/srv/pki/ca.crt" if tls else None, verify_server=self.verify_server,
+            dtls=self.media_encryption == "dtls_srtp"))
         (conf / "accounts").write_text(render_account(
             display=self.display, extension=self.extension, registrar=self.registrar,
-            secret=self.secret, codecs=self.codecs, transport=self.transport))
+            secret=self.secret, codecs=self.codecs, transport=self.transport,
+            media_encryption=self.media_encryption))
         (conf / "contacts").write_text("")
         # Each phone says something different, which tells the two directions apart.
         sentence_wav(f"Hello, this is {self.display} at extension {' '.join(self.extension)}. "
@@ -437,5 +441,6 @@ def provide(lab: LabContext) -> list[Service]:
             address=str(spec.address_of(phone.host)), registrar=phone.registrar or pbx_address,
             secret=lab.credentials.secrets[endpoint.extension],
             codecs=[CODEC_NAMES[c] for c in spec.pbx.codecs], sip_port=phone.sip_port,
-            transport=phone.transport, verify_server=phone.verify_server))
+            transport=phone.transport, verify_server=phone.verify_server,
+            media_encryption=phone.media_encryption))
     return phones

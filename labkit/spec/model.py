@@ -182,6 +182,27 @@ class PbxTls(_Strict):
                                   "replaces the kit's on the modern track (checked, never executed).")
 
 
+class PbxMedia(_Strict):
+    """Encrypted media (SRTP, RFC 3711) and the RTP profile options the report turned on.
+
+    legacy (chan_sip peer): ``encryption=yes`` (SDES keys in the SDP, RFC 4568) or
+    ``dtlsenable=yes`` (keys agreed in a DTLS handshake on the media path, RFC 5764), ``avpf``,
+    ``force_avp``, ``icesupport``; modern (PJSIP endpoint): ``media_encryption=sdes|dtls``,
+    ``media_encryption_optimistic``, ``use_avpf``, ``force_avp``, ``ice_support``.
+    """
+
+    encryption: Literal["no", "sdes", "dtls"] = Field(
+        default="no", description="SRTP keyed by SDES (a=crypto in the SDP) or by DTLS (DTLS-SRTP).")
+    optimistic: bool = Field(
+        default=False, description="Offer SRTP but accept plain RTP (PJSIP only; chan_sip's "
+                                   "encryption=yes always insists).")
+    avpf: bool = Field(default=False, description="The RTP/AVPF profile (RTCP feedback, RFC 4585): the "
+                                                  "report's avpf=yes, for WebRTC-style clients.")
+    force_avp: bool = Field(default=False, description="Answer with the profile that was offered "
+                                                       "(the report's force_avp=yes).")
+    ice: bool = Field(default=False, description="ICE candidates in the SDP (the report's icesupport=yes).")
+
+
 class Pbx(_Strict):
     host: str = Field(description="The host the Asterisk server runs on.")
     transports: list[Literal["udp", "tcp", "tls"]] = Field(default=["udp"], min_length=1)
@@ -195,6 +216,7 @@ class Pbx(_Strict):
     strict_rtp: bool = Field(default=True, description="Asterisk's strict RTP learning (rtp.conf).")
     nat: PbxNat = Field(default_factory=PbxNat, description="NAT traversal settings.")
     tls: PbxTls = Field(default_factory=PbxTls, description="SIP over TLS, when transports has tls.")
+    media: PbxMedia = Field(default_factory=PbxMedia, description="Media encryption (SRTP) and RTP profile.")
     endpoints: list[Endpoint] = Field(min_length=1)
     dialplan: dict[str, list[str]] = Field(
         description="Context name -> lines of extensions.conf; '{{ tech }}' becomes SIP or PJSIP.")
@@ -221,6 +243,10 @@ class Phone(_Strict):
     verify_server: bool = Field(
         default=True, description="Over TLS: check the PBX's certificate against the lab CA (and its "
                                   "name, when the registrar is a name).")
+    media_encryption: Literal["none", "srtp", "srtp-mand", "srtp-mandf", "dtls_srtp"] = Field(
+        default="none", description="baresip's mediaenc: srtp offers SRTP but takes RTP (RTP/AVP with "
+                                    "a=crypto), srtp-mand insists (RTP/SAVP), srtp-mandf insists "
+                                    "(RTP/SAVPF), dtls_srtp keys the SRTP over DTLS.")
 
 
 class Dns(_Strict):

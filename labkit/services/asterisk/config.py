@@ -90,6 +90,7 @@ def render_pbx(spec: LabSpec, track: Track | str, credentials: Credentials, out_
         endpoints=pbx.endpoints, secrets=credentials.secrets, dialplan=dialplan,
         modules=track.modules,
         tls=tls_settings(pbx.tls) if "tls" in pbx.transports else None,
+        media=pbx.media,
         phone_transports={p.extension: p.transport for p in spec.phones},
         nat=dict(external_address=pbx.nat.external_address,
                  external_address_is_name=is_host_name(pbx.nat.external_address),

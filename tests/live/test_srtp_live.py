@@ -1,0 +1,105 @@
+"""Live, both tracks: SRTP media — keyed in the SDP (SDES) or by DTLS — heard by both phones,
+noise in the capture; the keys readable over UDP signalling and hidden by TLS; a mismatch
+refused with 488; PJSIP's optimistic encryption falling back to RTP."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from labkit import analysis
+from labkit.lab.conversation import talk
+
+pytestmark = pytest.mark.live
+
+
+def _phones(media_encryption: str, transport: str = "udp") -> list[dict]:
+    return [{"name": name, "host": name, "extension": ext, "registrar": "pbx.office.example",
+             "media_encryption": media_encryption, "transport": transport}
+            for name, ext in (("alice", "6000"), ("bob", "6001"))]
+
+
+def _sdp_media(pcap) -> list[tuple[str, str]]:
+    """(m= line, a= attributes) of every SDP tshark can read in ``pcap``."""
+    out = subprocess.run(["tshark", "-r", str(pcap), "-Y", "sdp", "-T", "fields", "-e", "sdp.media",
+                          "-e", "sdp.media_attr"], capture_output=True, text=True, timeout=60).stdout
+    return [tuple((line.split("\t") + [""])[:2]) for line in out.splitlines() if line.strip()]
+
+
+def _entropy(payloads) -> float:
+    """Shannon entropy of the payload bytes, bits per byte (8 = indistinguishable from random)."""
+    data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
+    counts = np.bincount(data, minlength=256) / len(data)
+    counts = counts[counts > 0]
+    return float(-(counts * np.log2(counts)).sum())
+
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_sdes_srtp_call_is_heard_and_the_capture_is_noise(make_lab, track):
+    lab = make_lab("srtp-office", track=track, up=False)
+    lab.up(capture=("lan",), capture_name="srtp")
+    conversation = talk(lab, "bob", "6000", seconds=3)
+    assert conversation.two_way, conversation.summary()
+    suites = [e.get("param") for e in lab.phone("bob").last_call().events if e.get("type") == "CALL_MENC"]
+    assert suites == ["0,audio,AES_CM_128_HMAC_SHA1_80"], suites
+    pcap = lab.captures[0].stop().files["lan"]
+    media = _sdp_media(pcap)
+    assert media and all("RTP/SAVP" in m for m, _ in media), media
+    assert all("crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in a for _, a in media), media
+    rtp = analysis.rtp_packets(pcap, with_payload=True)
+    assert len(rtp) > 400
+    assert _entropy(rtp.payload) >= 7.5
+
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_tls_signalling_hides_the_srtp_keys(make_lab, track):
+    lab = make_lab("srtp-office", track=track, up=False, overrides={"phones": _phones("srtp-mand", "tls")})
+    lab.up(capture=("lan",), capture_name="srtp-tls")
+    assert talk(lab, "bob", "6000", seconds=2).two_way
+    capture = lab.captures[0].stop()
+    assert _sdp_media(capture.files["lan"]) == []  # nobody on the LAN reads the keys...
+    decrypted = _sdp_media(capture.with_tls_keys())  # ...without the TLS keys
+    assert decrypted and all("inline:" in a for _, a in decrypted)
+
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_dtls_srtp_puts_no_key_in_the_sdp(make_lab, track):
+    lab = make_lab("srtp-office", track=track, up=False,
+                   overrides={"pbx": {"media": {"encryption": "dtls", "avpf": True}},
+                              "phones": _phones("dtls_srtp")})
+    lab.up(capture=("lan",), capture_name="dtls")
+    conversation = talk(lab, "bob", "6000", seconds=3)
+    # Media starts once each leg's DTLS handshake is done (the first second or so); a phone
+    # may play what arrived before its keys as noise, so the match is judged loosely here —
+    # the keys and the handshakes are what this test is about.
+    summary = conversation.summary()
+    assert conversation.established and all(s["seconds_received"] >= 1.5 for s in summary.values()), summary
+    assert all(c >= 0.5 for c in conversation.correlation.values()), summary
+    pcap = lab.captures[0].stop().files["lan"]
+    media = _sdp_media(pcap)
+    assert media and all("UDP/TLS/RTP/SAVPF" in m for m, _ in media), media
+    assert not any("inline:" in a for _, a in media)
+    assert any("fingerprint:SHA-256" in a for _, a in media)
+    hellos = subprocess.run(["tshark", "-r", str(pcap), "-Y", "dtls.handshake.type == 1", "-T", "fields",
+                             "-e", "ip.src"], capture_output=True, text=True, timeout=60).stdout.split()
+    assert len(set(hellos)) >= 2, hellos  # a DTLS handshake on each leg (phone ↔ Asterisk)
+
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_srtp_on_one_side_only_is_refused_with_488(make_lab, track):
+    lab = make_lab("srtp-office", track=track, up=False, overrides={"phones": _phones("none")})
+    lab.up()
+    conversation = talk(lab, "bob", "6000", seconds=1)
+    assert not conversation.established and "488" in conversation.error, conversation.error
+    if track == "legacy":
+        assert "Matched device setup to use SRTP, but request was not" in lab.pbx.log(80)
+
+
+def test_optimistic_encryption_falls_back_to_plain_rtp(make_lab):
+    lab = make_lab("srtp-office", track="modern", up=False,
+                   overrides={"pbx": {"media": {"optimistic": True}}, "phones": _phones("none")})
+    lab.up(capture=("lan",), capture_name="optimistic")
+    assert talk(lab, "bob", "6000", seconds=2).two_way
+    media = _sdp_media(lab.captures[0].stop().files["lan"])
+    assert media and all("RTP/AVP" in m and "SAVP" not in m for m, _ in media), media

@@ -14,8 +14,8 @@ from typing import Any
 import jinja2
 import jinja2.meta
 
+import labkit.spec.stanza as stanza
 from labkit.addresses import is_host_name
-from labkit.spec import stanza
 from labkit.spec.model import Host, LabSpec, Network
 
 

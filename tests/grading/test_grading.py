@@ -352,21 +352,19 @@ def test_grade_from_a_running_event_loop(released, tmp_path):
     assert [r.status for r in report.rows] == ["pass", "pass", "pass"]
 
 
-def test_report_file_problems_are_not_passes(tmp_path):
-    from labkit.grading.grade import _read_report
-    path = tmp_path / "r.json"
-    assert _read_report(path, "toy") == (None, "the grading cell wrote no results")
-    path.write_text('{"labkit_report": 1, "notebook": "toy", "results": [{"id": "a", "pas')
-    assert _read_report(path, "toy")[0] is None
-    path.write_text(json.dumps({"labkit_report": 1, "notebook": "other", "complete": True, "results": []}))
-    assert _read_report(path, "toy")[0] is None
-    path.write_text(json.dumps({"labkit_report": 1, "notebook": "toy", "complete": True,
-                                "results": [{"id": "a", "passed": "yes", "message": ""}]}))
-    assert _read_report(path, "toy")[0] is None  # "yes" is not True
-    path.write_text(json.dumps({"labkit_report": 1, "notebook": "toy", "complete": False,
-                                "results": [{"id": "a", "passed": True, "message": ""}]}))
-    assert _read_report(path, "toy") == ({"a": {"passed": True, "message": ""}},
-                                         "the grading cell did not finish")
+def test_report_file_problems_are_not_passes():
+    from labkit.grading.grade import _parse_report
+    assert _parse_report(None, "toy") == (None, "the grading cell wrote no results")
+    assert _parse_report(b'{"labkit_report": 1, "notebook": "toy", "results": [{"id": "a", "pas', "toy")[0] is None
+    assert _parse_report(b"\xff\xfe not even text", "toy")[0] is None
+    assert _parse_report(json.dumps({"labkit_report": 1, "notebook": "other", "complete": True,
+                                     "results": []}).encode(), "toy")[0] is None
+    assert _parse_report(json.dumps({"labkit_report": 1, "notebook": "toy", "complete": True,
+                                     "results": [{"id": "a", "passed": "yes", "message": ""}]}).encode(),
+                         "toy")[0] is None  # "yes" is not True
+    assert _parse_report(json.dumps({"labkit_report": 1, "notebook": "toy", "complete": False,
+                                     "results": [{"id": "a", "passed": True, "message": ""}]}).encode(),
+                         "toy") == ({"a": {"passed": True, "message": ""}}, "the grading cell did not finish")
 
 
 def test_check_cells_display_once_in_a_kernel(tmp_path):
@@ -410,8 +408,7 @@ def test_kernel_that_cannot_start_scores_not_reached(released, tmp_path):
 
 
 def test_broken_exercise_module_is_reported_and_grading_refuses(released, tmp_path, monkeypatch):
-    from labkit.grading import checks
-    from labkit.grading import exercises
+    from labkit.grading import checks, exercises
     (tmp_path / "broken_checks.py").write_text("raise RuntimeError('oops')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     subs = tmp_path / "subs"

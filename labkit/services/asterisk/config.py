@@ -13,10 +13,10 @@ from pathlib import Path
 
 import jinja2
 
+import labkit.spec.stanza as stanza
 from labkit import resources, tracks
 from labkit.addresses import is_host_name
 from labkit.services.base import Credentials
-from labkit.spec import stanza
 from labkit.spec.model import LabSpec, PbxTls
 from labkit.tracks import Track
 

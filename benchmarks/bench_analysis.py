@@ -1,6 +1,7 @@
-"""Benchmark: labkit's RTP reader against tshark -T fields and pyshark.
+"""Benchmark: labkit's RTP reader against tshark -T fields and pyshark; SRTP decryption.
 
     .venv/bin/python benchmarks/bench_analysis.py [--pcap FILE] [--streams 10] [--packets 10000]
+    .venv/bin/python benchmarks/bench_analysis.py --srtp-only      # the SRTP part alone
 
 Without --pcap it synthesises a capture of STREAMS x PACKETS G.711 RTP packets (20 ms,
 160-byte payloads, Ethernet/IPv4/UDP, streams interleaved in time) plus one twice as
@@ -14,7 +15,13 @@ pollute each other:
 * pyshark  pyshark.FileCapture iteration reading rtp.seq, first --pyshark-limit packets
            only; its rate is extrapolated to the whole file (it is too slow to run fully)
 
-Times are the best of 3 runs for kit and tshark (pyshark: one run of the first
+* srtp     the same capture with every packet encrypted by pylibsrtp (AES_CM_128_HMAC_SHA1_80,
+           one SDES key, RFC 3711): labkit.analysis.srtp_decrypt with that key given (the
+           stream found by the RTP heuristic, the key tried then every packet authenticated and
+           decrypted by libsrtp) against the plain analysis of the plain capture, in packets/s;
+           also the bare pylibsrtp unprotect loop, the floor of what decryption can cost.
+
+Times are the best of 3 runs for kit, srtp and tshark (pyshark: one run of the first
 --pyshark-limit packets).  Memory: "peak RSS" is the worker's VmHWM (for tshark and pyshark, the larger of the Python
 worker and its tshark child, polled from /proc), "Δ RSS" the growth of the Python worker
 alone over its RSS after imports, and for the kit also the tracemalloc peak of Python/numpy allocations
@@ -91,6 +98,33 @@ def _records(k: np.ndarray, streams: int, payload: int) -> np.ndarray:
     rng = np.random.default_rng(int(k[0]) if n else 0)
     rec[:, r + 12:] = rng.integers(0, 256, size=(n, payload), dtype=np.uint8)
     return rec
+
+
+SRTP_KEY = bytes(range(1, 31))  # 16-byte master key + 14-byte master salt (RFC 3711 §4.3)
+SRTP_TAG = 10                   # AES_CM_128_HMAC_SHA1_80: 80-bit authentication tag
+
+
+def synthesize_srtp(path: str, streams: int, packets: int, payload: int = 160) -> int:
+    """The capture of :func:`synthesize`, packet for packet, with every RTP packet protected by
+    pylibsrtp (as a sender does): same headers, the payload encrypted, a 10-byte tag appended."""
+    from pylibsrtp import Policy, Session
+    tx = Session(Policy(key=SRTP_KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                        srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+    n = streams * packets
+    r = 16 + 14 + 20 + 8                 # the RTP packet's offset in a record
+    rtp_len = 12 + payload
+    with open(path, "wb") as f:
+        f.write(np.array([0xA1B2C3D4], dtype="<u4").tobytes()
+                + np.array([2, 4], dtype="<u2").tobytes()
+                + np.array([0, 0, 65535, 1], dtype="<u4").tobytes())
+        for a in range(0, n, 20_000):
+            k = np.arange(a, min(n, a + 20_000))
+            plain = _records(k, streams, payload)[:, r:r + rtp_len]
+            rec = _records(k, streams, payload + SRTP_TAG)  # headers and lengths sized for the tag
+            enc = b"".join(tx.protect(row.tobytes()) for row in plain)
+            rec[:, r:r + rtp_len + SRTP_TAG] = np.frombuffer(enc, dtype=np.uint8).reshape(len(k), -1)
+            f.write(rec.tobytes())
+    return n
 
 
 def _status_mb(field: str, pid="self") -> float:
@@ -205,6 +239,39 @@ def worker(method: str, pcap: str, limit: int) -> dict:
                 "worker_peak_mb": _rss_mb(), "base_rss_mb": base,
                 "child_rss_mb": child,
                 "measured": count, "extrapolated": True}
+    if method == "srtp":
+        import base64
+
+        from pylibsrtp import Policy, Session
+
+        from labkit.analysis import rtp_packets, rtp_streams
+        from labkit.analysis.srtp import srtp_decrypt
+        key = "inline:" + base64.b64encode(SRTP_KEY).decode()
+        best = {"read": float("inf"), "decrypt": float("inf"), "analyse": float("inf")}
+        for _ in range(REPEAT):
+            t = time.perf_counter()
+            rtp = rtp_packets(pcap, with_packet=True)
+            t1 = time.perf_counter()
+            res = srtp_decrypt(rtp, keys=[key])
+            t2 = time.perf_counter()
+            streams = rtp_streams(rtp)
+            t3 = time.perf_counter()
+            for name, dt in (("read", t1 - t), ("decrypt", t2 - t1), ("analyse", t3 - t2)):
+                best[name] = min(best[name], dt)
+        decrypted = int(res.streams["decrypted"].sum())
+        failures = int(res.streams["auth_failures"].sum() + res.streams["replay_failures"].sum())
+        pkts = rtp["packet"].tolist()
+        raw = float("inf")
+        for _ in range(REPEAT):  # the bare libsrtp loop: one session, every packet, nothing else
+            sess = Session(Policy(key=SRTP_KEY, ssrc_type=Policy.SSRC_ANY_INBOUND,
+                                  srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+            t = time.perf_counter()
+            for x in pkts:
+                sess.unprotect(x)
+            raw = min(raw, time.perf_counter() - t)
+        return {"packets": len(rtp), "streams": len(streams), "decrypted": decrypted, "failures": failures,
+                "seconds": best["read"] + best["decrypt"] + best["analyse"], **best, "raw_unprotect": raw,
+                "peak_rss_mb": _rss_mb(), "measured": len(rtp)}
     raise SystemExit(f"unknown method {method}")
 
 
@@ -222,12 +289,20 @@ def main(argv=None) -> int:
     ap.add_argument("--streams", type=int, default=10)
     ap.add_argument("--packets", type=int, default=10_000, help="packets per stream")
     ap.add_argument("--pyshark-limit", type=int, default=5000)
+    ap.add_argument("--srtp-only", action="store_true", help="only the SRTP decryption rate (synthetic capture)")
     ap.add_argument("--worker", nargs=2, metavar=("METHOD", "PCAP"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], args.pyshark_limit)))
         return 0
     tmp = tempfile.mkdtemp(prefix="labkit-bench-")
+    if args.srtp_only:
+        pcap = os.path.join(tmp, "bench.pcap")
+        synthesize(pcap, args.streams, args.packets)
+        srtp_rates(pcap, tmp, args)
+        os.unlink(pcap)
+        os.rmdir(tmp)
+        return 0
     if args.pcap:
         pcap, big = args.pcap, None
         total = None
@@ -270,10 +345,37 @@ def main(argv=None) -> int:
     print(f"\nkit / pyshark : {kit / rows[2][3]:.0f}x   (target >= 30x)")
     print(f"kit / tshark  : {kit / rows[1][3]:.1f}x   (target >= 1x)")
     if not args.pcap:
+        srtp_rates(pcap, tmp, args, plain=res["kit"])
+    if not args.pcap:
         for p in (pcap, big, fat):
             os.unlink(p)
         os.rmdir(tmp)
     return 0
+
+
+def srtp_rates(pcap: str, tmp: str, args, plain: dict | None = None) -> None:
+    """SRTP decryption vs plain RTP analysis of the same packets, printed as packets/s."""
+    enc = os.path.join(tmp, "bench-srtp.pcap")
+    synthesize_srtp(enc, args.streams, args.packets)
+    plain = plain or run("kit", pcap, args.pyshark_limit)
+    r = run("srtp", enc, args.pyshark_limit)
+    n = r["packets"]
+    print(f"\nSRTP: the same {n:,} packets encrypted (AES_CM_128_HMAC_SHA1_80, one key given; "
+          f"{os.path.getsize(enc) / 2**20:.1f} MiB, {r['streams']} streams): {r['decrypted']:,} decrypted, "
+          f"{r['failures']} failures")
+    rows = [("plain RTP analysis (rtp_packets + rtp_streams)", plain["packets"], plain["seconds"]),
+            ("SRTP: rtp_packets(with_packet=True)", n, r["read"]),
+            ("SRTP: srtp_decrypt (pylibsrtp)", n, r["decrypt"]),
+            ("SRTP: rtp_streams", n, r["analyse"]),
+            ("SRTP analysis, total", n, r["seconds"]),
+            ("bare pylibsrtp unprotect loop", n, r["raw_unprotect"])]
+    print(f"{'step':<50}{'packets':>9}{'seconds':>9}{'packets/s':>12}")
+    for name, k, sec in rows:
+        print(f"{name:<50}{k:>9}{sec:>9.2f}{k / sec:>12,.0f}")
+    print(f"\nSRTP analysis takes {r['seconds'] / plain['seconds']:.1f}x the time of the plain analysis; "
+          f"decryption alone runs at {n / r['decrypt']:,.0f} packets/s "
+          f"({n / r['decrypt'] / 50:,.0f} concurrent 50-packet/s G.711 streams in real time).")
+    os.unlink(enc)
 
 
 if __name__ == "__main__":

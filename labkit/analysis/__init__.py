@@ -7,10 +7,16 @@
     packet("call.pcap", 5)                     # every field of frame 5 (pyshark)
     replay("call.pcap", "out/")                # CSVs, ladder diagrams and report.md
     tls_sessions("tls.pcapng", keylog="keys")  # one row per TLS session: decrypted or why not
+    srtp_streams("srtp.pcap")                  # per stream: SRTP?, key, decrypted, failures, why
 
 SIP over TLS: every table takes ``tls_keylog=`` (NSS key log), ``tls_rsa_key=`` (TLS 1.2
 RSA key exchange only) and ``tls_ports=``; secrets embedded with ``editcap --inject-secrets``
 are used with no option (:mod:`labkit.analysis.tls`).
+
+SRTP (RFC 3711): ``srtp_decrypt(pcap, keys=["inline:…"])`` decrypts with the SDES keys of the
+capture's SDP (RFC 4568) and the keys given; its ``.plain_rtp`` goes to ``decode_stream``;
+``sdes_keys(sip)`` lists the keys; DTLS-SRTP (RFC 5764) is recognised, never decrypted
+(:mod:`labkit.analysis.srtp`).
 
 Audio: ``decode_stream``, ``to_wav``, ``read_wav``, ``correlate`` (G.711 only).
 Figures: :mod:`labkit.analysis.plots`.  Every problem with a file raises
@@ -26,6 +32,7 @@ from labkit.analysis.replay import ReplayReport, replay
 from labkit.analysis.replay import main as _replay_main
 from labkit.analysis.rtp import rtp_packets
 from labkit.analysis.sip import sip_messages
+from labkit.analysis.srtp import sdes_keys, srtp_decrypt, srtp_streams
 from labkit.analysis.streams import rtp_streams
 from labkit.analysis.tls import tls_sessions
 
@@ -34,5 +41,6 @@ from labkit.analysis.tls import tls_sessions
 # whichever of the two a caller got (``from labkit.analysis.replay import main`` also works).
 replay.main = _replay_main
 
-__all__ = ["sip_messages", "calls", "rtp_packets", "rtp_streams", "tls_sessions", "packet", "replay", "ReplayReport",
-           "decode_stream", "to_wav", "read_wav", "correlate", "explain_mos"]
+__all__ = ["sip_messages", "calls", "rtp_packets", "rtp_streams", "tls_sessions", "srtp_streams", "srtp_decrypt",
+           "sdes_keys", "packet", "replay", "ReplayReport", "decode_stream", "to_wav", "read_wav", "correlate",
+           "explain_mos"]

@@ -15,6 +15,15 @@ SIP over TLS: ``--tls-keylog KEYS`` (or secrets embedded with ``editcap --inject
 decrypts it and the SIP inside is analysed like any other; without keys the report says how
 many TLS sessions and records there are on which ports, that the SIP inside cannot be read,
 and how to decrypt it — a TLS-only capture is never just "0 SIP messages".
+
+SRTP (RFC 3711): the keys in readable SDP of the same capture (SDES, RFC 4568) are used with
+no option; ``--srtp-key INLINE_KEY`` (repeatable) adds keys for streams no SDP key opens, and
+``--srtp-key SSRC=INLINE_KEY`` pins one to a stream — which also works on a capture with no SIP
+at all, the stream being found by the RTP heuristic (SRTP headers are plain RTP headers).
+``streams.csv`` says for every stream whether it is SRTP (and the evidence), its payload
+entropy, the key used, the packets decrypted, the authentication and replay failures and why
+it was not decrypted (no key, wrong key, DTLS-SRTP, RFC 5764); each decrypted G.711 stream is
+written as ``stream-<n>-decrypted.wav``.  See :mod:`labkit.analysis.srtp`.
 """
 from __future__ import annotations
 
@@ -28,6 +37,8 @@ import pandas as pd
 
 from labkit import resources
 from labkit.addresses import is_rfc1918, parse_ipv4
+from labkit.analysis.srtp import SdesKey, SrtpResult, parse_key
+from labkit.analysis.srtp import summary as srtp_summary
 from labkit.analysis.tls import SIP_TLS_PORT, empty_sessions, to_markdown, to_text
 from labkit.analysis.tls import summary as tls_summary
 from labkit.errors import LabkitError
@@ -46,6 +57,8 @@ class ReplayReport:
     warnings: list[str] = field(default_factory=list)
     tls: pd.DataFrame = field(default_factory=empty_sessions)
     tls_notes: list[str] = field(default_factory=list)
+    srtp: SrtpResult | None = None     # streams, decrypted packets and SDES keys (labkit.analysis.srtp)
+    srtp_notes: list[str] = field(default_factory=list)
 
     @property
     def report_path(self) -> str:
@@ -173,6 +186,17 @@ def _markdown(rep: ReplayReport) -> str:
                          f"{r.jitter_mean_ms:.2f} / {r.jitter_max_ms:.2f} | {_fmt(r.mos)} |")
         lines += ["", "MOS is an ITU-T G.107 E-model *estimate* from loss and jitter only "
                   "(0 ms network delay assumed; see `mos_inputs` in streams.csv).", ""]
+    if rep.srtp_notes:
+        lines += ["## SRTP", ""] + to_markdown(rep.srtp_notes)
+        lines += ["", "| stream | direction | SSRC | SRTP (evidence) | payload entropy (bits/byte) | key (from) | "
+                  "decrypted | auth. failures | replays | why | WAV |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in st.itertuples():
+            srtp = f"yes ({r.srtp_evidence})" if r.srtp else "no"
+            key = f"`{r.srtp_key}` ({r.srtp_key_source})" if r.srtp_key else "–"
+            lines.append(f"| {r.stream} | {r.direction} | {r.ssrc_hex} | {srtp} | {_fmt(r.entropy, '.3f')} | {key} | "
+                         f"{r.srtp_decrypted} | {r.srtp_auth_failures} | {r.srtp_replay_failures} | {r.srtp_why} | "
+                         f"{r.wav or '–'} |")
+        lines.append("")
     lines += ["## Warnings", ""] + ([f"- {x}" for x in rep.warnings] or ["- none"])
     figs = [os.path.basename(f) for f in rep.files if f.endswith(".png")]
     if figs:
@@ -181,32 +205,52 @@ def _markdown(rep: ReplayReport) -> str:
 
 
 def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_messages: int = 60,
-           tls_keylog=None, tls_rsa_key=None, tls_ports=()) -> ReplayReport:
+           tls_keylog=None, tls_rsa_key=None, tls_ports=(), srtp_keys=()) -> ReplayReport:
     """Analyse ``pcap`` and write tables, figures and ``report.md`` into ``outdir``.
 
     ``tls_keylog``/``tls_rsa_key``/``tls_ports``: decrypt SIP over TLS (see
     :mod:`labkit.analysis.tls`); secrets embedded in a pcapng are used without them.  SIP
     inside a decrypted session on a port other than 5061 is found without ``tls_ports``.
+    ``srtp_keys``: SRTP keys besides those of the capture's SDP (strings as for
+    :func:`~labkit.analysis.srtp.parse_key`, e.g. ``"inline:…"`` or ``"0x1234ABCD=inline:…"``).
     """
     from labkit.analysis import plots
+    from labkit.analysis.audio import to_wav
     from labkit.analysis.calls import calls as calls_of
     from labkit.analysis.rtp import rtp_packets
     from labkit.analysis.sip import sip_messages
+    from labkit.analysis.srtp import srtp_decrypt
     from labkit.analysis.streams import rtp_streams
     from labkit.analysis.tls import tls_sessions
 
     pcap = os.fspath(pcap)
+    keys = [k if isinstance(k, SdesKey) else parse_key(k) for k in srtp_keys]  # refused before any work
     tls = tls_sessions(pcap, tls_keylog, tls_rsa_key, tls_ports=tls_ports)
     # Decrypted, but tshark did not recognise what is inside (SIP is registered on 5061 only).
     unknown = tls[tls["decrypted"].astype(bool) & ~tls["inner_protocol"].astype(str).str.contains("sip")
                   & (tls["server_port"] != SIP_TLS_PORT)] if len(tls) else tls
     ports = sorted({*map(int, tls_ports), *map(int, unknown["server_port"])})
     sip = sip_messages(pcap, ports=sip_ports, tls_keylog=tls_keylog, tls_rsa_key=tls_rsa_key, tls_ports=ports)
-    rtp = rtp_packets(pcap, sip=sip)
+    rtp = rtp_packets(pcap, sip=sip, with_payload=True, with_packet=True)
     streams = rtp_streams(rtp, sip=sip)
+    hidden = 0 if tls.empty else int((~tls["decrypted"].astype(bool)).sum())
+    srtp = srtp_decrypt(rtp, sip=sip, keys=keys, pcap=pcap, tls_hidden=bool(hidden))
+    rtp = srtp.rtp  # payloads in clear text where decrypted; the whole packets are no longer needed
     calls = calls_of(sip)
     os.makedirs(outdir, exist_ok=True)
-    rep = ReplayReport(pcap, os.fspath(outdir), sip, calls, rtp, streams, tls=tls)
+    wavs = {}
+    plain = srtp.plain_rtp
+    for r in srtp.streams[(srtp.streams["decrypted"] > 0) & srtp.streams["payload_type"].isin([0, 8])].itertuples():
+        name = f"stream-{r.stream}-decrypted.wav"
+        try:
+            to_wav(plain, os.path.join(outdir, name), stream=r._asdict())
+        except LabkitError:  # e.g. only comfort noise decrypted: nothing to listen to
+            continue
+        wavs[r.stream] = name
+    streams = _with_srtp(streams, srtp.streams, wavs)
+    rep = ReplayReport(pcap, os.fspath(outdir), sip, calls, rtp, streams, tls=tls, srtp=srtp)
+    rep.files += [os.path.join(outdir, w) for w in wavs.values()]
+    rep.srtp_notes = srtp_summary(srtp.streams, pcap, keys_given=len(keys), sip=sip, wavs=wavs)
     rep.tls_notes = tls_summary(tls, pcap, sip_rows=int((sip["transport"] == "TLS").sum()) if len(sip) else 0)
     tables = [("sip", sip), ("calls", calls), ("streams", streams)] + ([("tls", tls)] if len(tls) else [])
     for name, df in tables:
@@ -233,6 +277,24 @@ def replay(pcap, outdir, names: dict | None = None, *, sip_ports=(), max_message
     return rep
 
 
+SRTP_COLUMNS = {"srtp": "srtp", "evidence": "srtp_evidence", "entropy": "entropy", "suite": "srtp_suite",
+                "key": "srtp_key", "key_source": "srtp_key_source", "decrypted": "srtp_decrypted",
+                "auth_failures": "srtp_auth_failures", "replay_failures": "srtp_replay_failures",
+                "why": "srtp_why"}
+
+
+def _with_srtp(streams: pd.DataFrame, srtp: pd.DataFrame, wavs: dict) -> pd.DataFrame:
+    """The streams table with the SRTP columns of :func:`~labkit.analysis.srtp.srtp_decrypt`
+    (prefixed ``srtp_``; ``entropy`` as is) and ``wav`` (the decrypted audio written)."""
+    cols = list(SRTP_COLUMNS.values()) + ["wav"]
+    if streams.empty:
+        return streams.reindex(columns=list(streams.columns) + cols)
+    extra = srtp[["stream", *SRTP_COLUMNS]].rename(columns=SRTP_COLUMNS)
+    out = streams.merge(extra, on="stream", how="left")
+    out["wav"] = [wavs.get(k, "") for k in out["stream"]]
+    return out
+
+
 def shipped_capture(name: str) -> Path | None:
     """A capture shipped with the kit (``data/captures/<name>.pcap``), when ``name`` is not
     a file of the user's."""
@@ -243,8 +305,8 @@ def shipped_capture(name: str) -> Path | None:
 
 
 def main(argv=None) -> int:
-    """``labkit replay FILE [-o DIR] [--tls-keylog KEYS] [--tls-rsa-key KEY]``: returns 0 on
-    success, 2 on a capture problem (or a key log / key that cannot be used)."""
+    """``labkit replay FILE [-o DIR] [--tls-keylog KEYS] [--tls-rsa-key KEY] [--srtp-key INLINE_KEY]``:
+    returns 0 on success, 2 on a capture problem (or a key log / key that cannot be used)."""
     ap = argparse.ArgumentParser(prog="labkit replay",
                                  description="Analyse a pcap/pcapng offline: SIP ladder, calls, RTP "
                                              "streams with loss/jitter/MOS estimate, report.md.")
@@ -262,6 +324,10 @@ def main(argv=None) -> int:
                          "only, never ECDHE or TLS 1.3 (forward secrecy)")
     ap.add_argument("--tls-port", type=int, action="append", default=[],
                     help="TCP port carrying SIP over TLS besides 5061 (found by itself once decrypted)")
+    ap.add_argument("--srtp-key", action="append", default=[], metavar="INLINE_KEY",
+                    help="SRTP master key+salt as SDES writes it (inline:<base64>, from an a=crypto line) for "
+                         "streams no SDP key of the capture opens; SSRC=INLINE_KEY (e.g. 0x1234ABCD=inline:…) "
+                         "pins it to one stream. Repeatable. Keys in readable SDP are used without it")
     args = ap.parse_args(argv)
     shipped = shipped_capture(args.file)
     # A user's file gets its results beside it; a shipped one in the working directory.
@@ -271,7 +337,8 @@ def main(argv=None) -> int:
     names = dict(n.split("=", 1) for n in args.name if "=" in n)
     try:
         rep = replay(args.file, outdir, names=names or None, sip_ports=args.sip_port,
-                     tls_keylog=args.tls_keylog, tls_rsa_key=args.tls_rsa_key, tls_ports=args.tls_port)
+                     tls_keylog=args.tls_keylog, tls_rsa_key=args.tls_rsa_key, tls_ports=args.tls_port,
+                     srtp_keys=args.srtp_key)
     except LabkitError as e:
         print(f"labkit replay: {e.explain()}", file=sys.stderr)
         return 2
@@ -279,7 +346,7 @@ def main(argv=None) -> int:
     inside = f" (+ the SIP inside {hidden} TLS session{'s' if hidden != 1 else ''} not decrypted)" if hidden else ""
     print(f"{len(rep.sip)} SIP messages{inside}, {len(rep.calls)} calls, {len(rep.streams)} RTP streams "
           f"-> {rep.report_path}")
-    for line in to_text(rep.tls_notes):
+    for line in to_text(rep.tls_notes) + to_text(rep.srtp_notes):
         print(line)
     for w in rep.warnings[:10]:
         print(f"  warning: {w}")

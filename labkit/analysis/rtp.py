@@ -16,7 +16,12 @@ How a UDP datagram is taken for RTP (RFC 3550 §5.1 header, §A.1 validity check
 Columns: ``frame``, ``time`` (epoch s), ``rel_time`` (s since the first packet of the
 file), ``src``, ``sport``, ``dst``, ``dport``, ``ssrc``, ``seq``, ``timestamp``,
 ``payload_type``, ``marker``, ``payload_len`` (bytes of media after header and padding),
-``found_by`` ("sdp" or "heuristic"), and ``payload`` (bytes) with ``with_payload=True``.
+``found_by`` ("sdp" or "heuristic"), ``payload`` (bytes) with ``with_payload=True``, and
+``packet`` (the whole UDP payload: header, payload and, for SRTP, the authentication tag that
+``payload`` cannot tell from media, RFC 3711 §3.1) with ``with_packet=True``.
+
+SRTP (RFC 3711) leaves the RTP header in clear text, so SRTP streams are found here like any
+other; only their ``payload`` is ciphertext followed by the tag (:mod:`labkit.analysis.srtp`).
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ COLUMNS = ["frame", "time", "rel_time", "src", "sport", "dst", "dport", "ssrc", 
            "payload_type", "marker", "payload_len", "found_by"]
 
 
-def _extractor(with_payload: bool, book: AddressBook):
+def _extractor(with_payload: bool, book: AddressBook, with_packet: bool = False):
     def extract(u: UdpWindow) -> dict:
         b, pay, plen = u.buf, u.pay, u.paylen
         last = len(b) - 1
@@ -57,21 +62,24 @@ def _extractor(with_payload: bool, book: AddressBook):
                 "ssrc": be32(8).astype(np.uint32), "seq": be16(2).astype(np.uint16),
                 "timestamp": be32(4).astype(np.uint32), "payload_type": pt[i].astype(np.uint8),
                 "marker": (b1[i] >> 7).astype(bool), "payload_len": mlen[i].astype(np.int32)}
+        raw = b.tobytes() if len(i) and (with_payload or with_packet) else b""
         if with_payload:
             starts, ends = p + hdr[i], p + hdr[i] + mlen[i]
-            raw = b.tobytes() if len(i) else b""
             cols["payload"] = [raw[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+        if with_packet:
+            cols["packet"] = [raw[s:s + n] for s, n in zip(p.tolist(), plen[i].tolist())]
         return cols
     return extract
 
 
-def _empty(with_payload: bool) -> pd.DataFrame:
-    cols = COLUMNS + (["payload"] if with_payload else [])
+def _empty(with_payload: bool, with_packet: bool = False) -> pd.DataFrame:
+    cols = COLUMNS + (["payload"] if with_payload else []) + (["packet"] if with_packet else [])
     return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
 
 
 def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = False,
-                min_packets: int = 8, tls_keylog=None, tls_rsa_key=None, tls_ports=()) -> pd.DataFrame:
+                min_packets: int = 8, tls_keylog=None, tls_rsa_key=None, tls_ports=(),
+                with_packet: bool = False) -> pd.DataFrame:
     """One row per RTP packet of ``pcap`` (see the module docstring for how RTP is found).
 
     ``sip``: the table from :func:`~labkit.analysis.sip_messages`; its SDP addresses make
@@ -79,7 +87,8 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
     unless ``tls_keylog``/``tls_rsa_key``/``tls_ports`` are given: then the SIP table is
     made here with them, since with SIP over TLS the SDP that says where the media goes is
     readable only once decrypted (TLS hides the signalling, not plain RTP).
-    ``with_payload=True`` adds the media bytes (needed for audio decoding).
+    ``with_payload=True`` adds the media bytes (needed for audio decoding); ``with_packet=True``
+    the whole packet as sent (needed to decrypt SRTP, :func:`~labkit.analysis.srtp.srtp_decrypt`).
     Truncated files are read up to the last complete packet; the warning is in
     ``df.attrs["warnings"]``.
     """
@@ -88,10 +97,10 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
         sip = sip_messages(pcap, tls_keylog=tls_keylog, tls_rsa_key=tls_rsa_key, tls_ports=tls_ports)
     result = ScanResult(str(pcap))
     book = AddressBook()
-    cols, result = scan_udp(pcap, _extractor(with_payload, book), result)
+    cols, result = scan_udp(pcap, _extractor(with_payload, book, with_packet), result)
     warn_all(result.warnings)
     if not cols or len(cols["frame"]) == 0:
-        out = _empty(with_payload)
+        out = _empty(with_payload, with_packet)
         out.attrs["warnings"] = result.warnings
         return out
     labels = book.labels()
@@ -152,6 +161,9 @@ def rtp_packets(pcap, sip: pd.DataFrame | None = None, *, with_payload: bool = F
     if with_payload:
         pl = cols["payload"]
         df["payload"] = pl if isinstance(idx, slice) else [pl[k] for k in idx.tolist()]
+    if with_packet:
+        pk = cols["packet"]
+        df["packet"] = pk if isinstance(idx, slice) else [pk[k] for k in idx.tolist()]
     df.attrs["warnings"] = result.warnings
     df.attrs["frames"] = result.frames
     df.attrs["first_time"] = t0

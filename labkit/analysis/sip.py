@@ -21,7 +21,9 @@ saw — NAT evidence), ``contact``, ``user_agent`` (User-Agent or Server), ``has
 present, i.e. a 401/407 challenge), and from the SDP body (RFC 4566): ``has_sdp``,
 ``sdp_c_addr``, ``sdp_m_port``, ``sdp_m_proto`` (RTP/AVP, RTP/SAVP …),
 ``sdp_payload_types`` (space-separated), ``sdp_rtpmap`` ("PT name/rate" joined by ", "),
-``sdp_crypto`` (SDES suites, RFC 4568), ``sdp_direction``
+``sdp_crypto`` (SDES suites, RFC 4568), ``sdp_crypto_keys`` (each ``a=crypto`` value whole —
+tag, suite and ``inline:`` key — joined by ", ": SDES sends the SRTP keys in clear text,
+RFC 4568 §8.3, and :mod:`labkit.analysis.srtp` decrypts with them), ``sdp_direction``
 (sendrecv/sendonly/recvonly/inactive; RFC 3264 says absent means sendrecv).
 """
 from __future__ import annotations
@@ -53,7 +55,7 @@ COLUMNS = ["frame", "time", "rel_time", "src", "sport", "dst", "dport", "transpo
            "method", "status_code", "reason", "request_uri", "call_id", "cseq_num", "cseq_method",
            "from_uri", "from_tag", "to_uri", "to_tag", "via", "via_received", "via_rport", "contact",
            "user_agent", "has_auth", "asks_auth", "has_sdp", "sdp_c_addr", "sdp_m_port", "sdp_m_proto",
-           "sdp_payload_types", "sdp_rtpmap", "sdp_crypto", "sdp_direction"]
+           "sdp_payload_types", "sdp_rtpmap", "sdp_crypto", "sdp_crypto_keys", "sdp_direction"]
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -67,9 +69,10 @@ def _int(s: pd.Series) -> pd.Series:
 
 
 def _parse_sdp(c: str, m: str, a: str) -> tuple:
-    """(c_addr, m_port, m_proto, payload_types, rtpmap, crypto, direction) of the audio m-line."""
+    """(c_addr, m_port, m_proto, payload_types, rtpmap, crypto suites, crypto values, direction)
+    of the audio m-line."""
     if not (c or m):
-        return ("", pd.NA, "", "", "", "", "")
+        return ("", pd.NA, "", "", "", "", "", "")
     c_addr = ""
     for line in c.split(AGG):  # "IN IP4 192.168.0.10"
         parts = line.split()
@@ -83,7 +86,7 @@ def _parse_sdp(c: str, m: str, a: str) -> tuple:
         ml = audio[0]
         port = int(ml[1].split("/")[0]) if ml[1].split("/")[0].isdigit() else pd.NA
         proto, pts = ml[2], " ".join(ml[3:])
-    rtpmap, crypto, direction = [], [], ""
+    rtpmap, crypto, crypto_keys, direction = [], [], [], ""
     for attr in a.split(AGG):
         if attr.startswith("rtpmap:"):
             rtpmap.append(attr[7:].strip())
@@ -91,9 +94,11 @@ def _parse_sdp(c: str, m: str, a: str) -> tuple:
             p = attr[7:].split()
             if len(p) >= 2:
                 crypto.append(p[1])
+                crypto_keys.append(" ".join(p))
         elif attr.strip() in DIRECTIONS and not direction:
             direction = attr.strip()
-    return (c_addr, port, proto, pts, ", ".join(rtpmap), " ".join(crypto), direction or "sendrecv")
+    return (c_addr, port, proto, pts, ", ".join(rtpmap), " ".join(crypto), ", ".join(crypto_keys),
+            direction or "sendrecv")
 
 
 _RECEIVED = re.compile(r";\s*received=([^;,\s]+)", re.I)
@@ -170,7 +175,7 @@ def sip_messages(pcap, ports=(), timeout: float = 300.0, *, tls_keylog=None, tls
     sdp = [_parse_sdp(c, m, a) for c, m, a in zip(raw["sdp_c"], raw["sdp_m"], raw["sdp_a"])]
     df["has_sdp"] = (raw["sdp_c"] != "") | (raw["sdp_m"] != "")
     sdp_cols = ["sdp_c_addr", "sdp_m_port", "sdp_m_proto", "sdp_payload_types", "sdp_rtpmap",
-                "sdp_crypto", "sdp_direction"]
+                "sdp_crypto", "sdp_crypto_keys", "sdp_direction"]
     sdp_df = pd.DataFrame(sdp, columns=sdp_cols, index=raw.index)
     for col in sdp_cols:
         df[col] = sdp_df[col]

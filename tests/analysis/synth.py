@@ -7,6 +7,7 @@ figures this builder chose, not against itself.
 from __future__ import annotations
 
 import random
+import re
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -142,14 +143,24 @@ CALL_ID = "a84b4c76e66710@192.168.0.11"
 REG_CALL_ID = "reg-843817637684230@192.168.0.11"
 
 
+RFC4568_KEY = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"  # the example key of RFC 4568
+
+
 def sdp(addr: str, port: int, pts=(0, 8, 101), direction="sendrecv", crypto: str | None = None,
-        proto="RTP/AVP") -> str:
+        proto="RTP/AVP", key: str = f"inline:{RFC4568_KEY}|2^20|1:32", tag: int = 1,
+        extra: tuple[str, ...] = ()) -> str:
+    """An SDP body.  ``crypto``: a suite name, written as ``a=crypto:<tag> <crypto> <key>``
+    (RFC 4568 §9.1; ``key`` is the key parameter), or a list of (tag, suite, key) for several
+    a=crypto lines; ``extra``: more attribute lines (e.g. ``fingerprint:…``)."""
     lines = ["v=0", f"o=- 1 1 IN IP4 {addr}", "s=-", f"c=IN IP4 {addr}", "t=0 0",
              f"m=audio {port} {proto} {' '.join(map(str, pts))}"]
     names = {0: "PCMU/8000", 8: "PCMA/8000", 101: "telephone-event/8000"}
     lines += [f"a=rtpmap:{pt} {names[pt]}" for pt in pts if pt in names]
-    if crypto:
-        lines.append(f"a=crypto:1 {crypto} inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:32")
+    if isinstance(crypto, str):
+        lines.append(f"a=crypto:{tag} {crypto} {key}")
+    elif crypto:
+        lines += [f"a=crypto:{t} {c} {k}" for t, c, k in crypto]
+    lines += [f"a={x}" for x in extra]
     lines.append(f"a={direction}")
     return "\r\n".join(lines) + "\r\n"
 
@@ -161,12 +172,23 @@ def sip(first: str, headers: list[str], body: str = "") -> bytes:
 
 
 def sip_dialog(t0: float = 1_700_000_000.0, answer_port: int = 12000, offer_port: int = 4000,
-               call_id: str = CALL_ID, final: int = 200) -> list[Pkt]:
+               call_id: str = CALL_ID, final: int = 200, offer_sdp: dict | None = None,
+               answer_sdp: dict | None = None, caller: str = ALICE, callee: str = PBX) -> list[Pkt]:
     """REGISTER/401/REGISTER+auth/200, then INVITE/100/180/200/ACK and later BYE/200.
 
     The BYE goes out at t0 + 10 s (after the RTP made by :func:`rtp_stream`).
     With ``final`` != 200 the INVITE is answered with that failure instead.
+    ``offer_sdp``/``answer_sdp``: more arguments for :func:`sdp` (e.g. crypto=, key=, proto=);
+    ``caller``/``callee``: the addresses of the two sides (SDP and IP headers).
     """
+    if (caller, callee) != (ALICE, PBX):
+        out = sip_dialog(t0, answer_port, offer_port, call_id, final, offer_sdp, answer_sdp)
+        swap = {ALICE: caller, PBX: callee}
+        for p in out:
+            p.src, p.dst = swap[p.src], swap[p.dst]
+            p.payload = _fix_length(re.sub(rb"IN IP4 (192\.168\.0\.1[01])\b",
+                                           lambda m: b"IN IP4 " + swap[m.group(1).decode()].encode(), p.payload))
+        return out
     via_a = "Via: SIP/2.0/UDP 192.168.0.11:5060;branch=z9hG4bK{b};rport"
     via_r = "Via: SIP/2.0/UDP 192.168.0.11:5060;branch=z9hG4bK{b};received=203.0.113.5;rport=5062"
     ua = "User-Agent: baresip v3.10.1"
@@ -194,7 +216,7 @@ def sip_dialog(t0: float = 1_700_000_000.0, answer_port: int = 12000, offer_port
     out += [
         P(t0 + 0.100, sip("INVITE sip:bob@pbx.lab SIP/2.0", [inv_via] + dlg + [
             "CSeq: 1 INVITE", "Contact: <sip:alice@192.168.0.11:5060>", ua, "Max-Forwards: 70"],
-            sdp(ALICE, offer_port))),
+            sdp(ALICE, offer_port, **(offer_sdp or {})))),
         P(t0 + 0.110, sip("SIP/2.0 100 Trying", [inv_via_r] + dlg + ["CSeq: 1 INVITE"]), up=False),
     ]
     if final != 200:
@@ -206,7 +228,7 @@ def sip_dialog(t0: float = 1_700_000_000.0, answer_port: int = 12000, offer_port
         P(t0 + 0.200, sip("SIP/2.0 180 Ringing", [inv_via_r] + dlg_t + ["CSeq: 1 INVITE"]), up=False),
         P(t0 + 0.900, sip("SIP/2.0 200 OK", [inv_via_r] + dlg_t + [
             "CSeq: 1 INVITE", "Contact: <sip:bob@192.168.0.10:5060>", "Server: Asterisk PBX 20.5.0"],
-            sdp(PBX, answer_port, pts=(0, 101))), up=False),
+            sdp(PBX, answer_port, **{"pts": (0, 101), **(answer_sdp or {})})), up=False),
         P(t0 + 0.910, sip("ACK sip:bob@192.168.0.10:5060 SIP/2.0", [via_a.format(b="ack1")] + dlg_t + [
             "CSeq: 1 ACK", "Max-Forwards: 70"])),
         P(t0 + 10.000, sip("BYE sip:bob@192.168.0.10:5060 SIP/2.0", [via_a.format(b="bye1")] + dlg_t + [
@@ -214,6 +236,15 @@ def sip_dialog(t0: float = 1_700_000_000.0, answer_port: int = 12000, offer_port
         P(t0 + 10.010, sip("SIP/2.0 200 OK", [via_r.format(b="bye1")] + dlg_t + ["CSeq: 2 BYE"]), up=False),
     ]
     return out
+
+
+def _fix_length(msg: bytes) -> bytes:
+    """Content-Length again after the body was edited."""
+    head, sep, body = msg.partition(b"\r\n\r\n")
+    if not sep:
+        return msg
+    head = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(body), head)
+    return head + sep + body
 
 
 # ----------------------------------------------------------------------------- RTP
@@ -291,3 +322,68 @@ def expected_jitter_ms(arrivals: list[tuple[float, int, int]], clock: int = 8000
         j += (abs(d) - j) / 16
         js.append(j)
     return (float(np.mean(js)) / clock * 1000, float(max(js)) / clock * 1000) if js else (0.0, 0.0)
+
+
+# ----------------------------------------------------------------------------- SRTP
+
+SRTP_SUITES = {"AES_CM_128_HMAC_SHA1_80": 10, "AES_CM_128_HMAC_SHA1_32": 4}
+
+
+def srtp_protect(stream: Stream, key: bytes, suite: str = "AES_CM_128_HMAC_SHA1_80",
+                 mki: tuple[int, int] | None = None) -> Stream:
+    """The same stream sent as SRTP (RFC 3711) with ``key`` (30 bytes: master key + salt),
+    encrypted by pylibsrtp (libsrtp) as a sender does, in sending order: duplicates in the
+    arrivals are the same SRTP packet twice (a replay).  ``mki=(value, length)`` inserts an
+    MKI before the tag (RFC 3711 §3.1).  Returns a new Stream (same arrivals, new payloads)."""
+    import copy
+
+    from pylibsrtp import Policy, Session
+    profile = (Policy.SRTP_PROFILE_AES128_CM_SHA1_80 if suite.endswith("_80")
+               else Policy.SRTP_PROFILE_AES128_CM_SHA1_32)
+    tx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+    tag = SRTP_SUITES[suite]
+    done: dict[bytes, bytes] = {}
+    by_seq = sorted({p.payload[2:4]: p.payload for p in stream.pkts}.values(),
+                    key=lambda b: stream.sent_seqs.index(struct.unpack("!H", b[2:4])[0]))
+    for plain in by_seq:  # the sender's order, once each
+        enc = tx.protect(plain)
+        if mki:
+            enc = enc[:-tag] + mki[0].to_bytes(mki[1], "big") + enc[-tag:]
+        done[plain] = enc
+    out = copy.copy(stream)
+    out.pkts = [Pkt(p.time, p.src, p.sport, p.dst, p.dport, done[p.payload], p.iface) for p in stream.pkts]
+    return out
+
+
+def b64(key: bytes) -> str:
+    import base64
+    return base64.b64encode(key).decode()
+
+
+# An SRTP sender written from RFC 3711 alone (AES-CM §4.1.1, HMAC-SHA1 §4.2.1, key derivation
+# §4.3.1) with the `cryptography` package, so that one test does not depend on libsrtp at all.
+
+def srtp_kdf(master_key: bytes, master_salt: bytes, label: int, length: int) -> bytes:
+    """RFC 3711 §4.3.1 with key_derivation_rate 0: AES-CM keystream from x = label·2^48 XOR salt."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    x = int.from_bytes(master_salt, "big") ^ (label << 48)
+    iv = (x << 16).to_bytes(16, "big")
+    enc = Cipher(algorithms.AES(master_key), modes.CTR(iv)).encryptor()
+    return enc.update(b"\0" * length) + enc.finalize()
+
+
+def srtp_reference_protect(packet: bytes, key: bytes, roc: int = 0, tag_len: int = 10) -> bytes:
+    """One RTP packet (12-byte header, no CSRC/extension) -> SRTP, AES_CM_128_HMAC_SHA1_80/32."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    mk, ms = key[:16], key[16:30]
+    k_e, k_a, k_s = srtp_kdf(mk, ms, 0, 16), srtp_kdf(mk, ms, 1, 20), srtp_kdf(mk, ms, 2, 14)
+    seq, ssrc = struct.unpack("!H", packet[2:4])[0], struct.unpack("!I", packet[8:12])[0]
+    index = (roc << 16) | seq
+    iv = (int.from_bytes(k_s, "big") << 16) ^ (ssrc << 64) ^ (index << 16)
+    enc = Cipher(algorithms.AES(k_e), modes.CTR(iv.to_bytes(16, "big"))).encryptor()
+    body = packet[:12] + enc.update(packet[12:]) + enc.finalize()
+    tag = hmac.new(k_a, body + struct.pack("!I", roc), hashlib.sha1).digest()[:tag_len]
+    return body + tag

@@ -50,6 +50,18 @@ def test_sdes_srtp_call_is_heard_and_the_capture_is_noise(make_lab, track):
     rtp = analysis.rtp_packets(pcap, with_payload=True)
     assert len(rtp) > 400
     assert _entropy(rtp.payload) >= 7.5
+    # Anyone on the LAN reads the keys in the SDP: four legs' streams, each decrypted with
+    # the key its sender announced, back to the sentence the other phone said.
+    result = analysis.srtp_decrypt(pcap)
+    streams = result.streams
+    assert len(streams) == 4 and (streams.decrypted == streams.packets).all(), streams[["src", "dst", "why"]]
+    assert (streams.auth_failures == 0).all() and streams.key.nunique() == 4
+    said = {name: analysis.read_wav(lab.phone(name).audio_file)[0] for name in ("alice", "bob")}
+    for sender, receiver in (("bob", "alice"), ("alice", "bob")):
+        row = streams[(streams.src == lab.spec.address_of(sender).exploded)
+                      & (streams.dst == lab.spec.address_of(lab.spec.pbx.host).exploded)].iloc[0]
+        audio = analysis.decode_stream(result.plain_rtp, row)
+        assert analysis.correlate(audio, said[sender]) >= 0.9, (sender, receiver)
 
 
 @pytest.mark.parametrize("track", ["modern", "legacy"])
@@ -59,8 +71,13 @@ def test_tls_signalling_hides_the_srtp_keys(make_lab, track):
     assert talk(lab, "bob", "6000", seconds=2).two_way
     capture = lab.captures[0].stop()
     assert _sdp_media(capture.files["lan"]) == []  # nobody on the LAN reads the keys...
-    decrypted = _sdp_media(capture.with_tls_keys())  # ...without the TLS keys
+    streams = analysis.srtp_streams(capture.files["lan"])
+    assert len(streams) == 4 and (streams.decrypted == 0).all()
+    assert all("no key" in why for why in streams.why), streams.why
+    keyed = capture.with_tls_keys()  # ...without the TLS keys
+    decrypted = _sdp_media(keyed)
     assert decrypted and all("inline:" in a for _, a in decrypted)
+    assert (analysis.srtp_streams(keyed).decrypted > 50).all()
 
 
 @pytest.mark.parametrize("track", ["modern", "legacy"])

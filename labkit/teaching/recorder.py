@@ -8,6 +8,10 @@ to ``data/recorded/<session>-<track>/session.json`` after each entry.  In replay
 question gets the answer recorded for the same occurrence: the second ``sip show peers``
 of a notebook (after a fix) replays the second answer, not the last one.  Asking a question
 more often than it was recorded (a student re-running a cell) replays its last answer.
+
+What the notebook itself says — a student's prediction written down before the cell that shows
+the outcome — is *noted* (:meth:`Recorder.note`) in the same order, in both modes, and never
+replayed: a check can see that the prediction came before the reveal.
 """
 from __future__ import annotations
 
@@ -90,6 +94,15 @@ class Recorder:
         if self.write:
             self.save()
         return result
+
+    def note(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Log something the *notebook* says (a student's prediction), in order with what the
+        lab was asked, in both modes: it is never answered from a recording.  Returns the entry."""
+        entry = {"kind": kind, "args": json.loads(json.dumps(args, default=str)), "result": None}
+        self.entries.append(entry)
+        if self.write:
+            self.save()
+        return entry
 
     def results(self, kind: str) -> list[Any]:
         """The results of every ``kind`` entry of this session so far, in order."""

@@ -9,7 +9,8 @@ Recording (the default; needs root, lab images built)::
 Each notebook is executed top to bottom with nbclient in a fresh kernel, with
 ``LABKIT_MODE=live LABKIT_RECORD=1 LABKIT_TRACK=<track>`` and ``notebooks/`` as working
 directory: every ``Session`` it starts writes ``data/recorded/<session>-<track>/`` (CLI
-outputs, rendered configs, registrations, calls) and ``data/captures/<session>-<track>.pcap``.
+outputs, rendered configs, registrations, calls) and ``data/captures/<session>-<track>.pcap`` (and a
+``…-with-keys.pcapng`` for labs with TLS).
 The notebook file itself is not modified.  The script lists what was written and fails if a
 capture reaches 1 MiB or a cell fails.
 
@@ -119,7 +120,7 @@ def failed_checks(nb) -> list[str]:
 
 def written_since(start: float) -> list[Path]:
     files = [p for p in (DATA / "recorded").rglob("*") if p.is_file() and p.stat().st_mtime >= start]
-    files += [p for p in (DATA / "captures").glob("*.pcap") if p.stat().st_mtime >= start]
+    files += [p for p in (DATA / "captures").glob("*.pcap*") if p.stat().st_mtime >= start]
     return sorted(files)
 
 
@@ -148,7 +149,7 @@ def record(paths: list[Path], tracks: list[str]) -> int:
             for d in top:
                 n = sum(1 for p in files if DATA / d in p.parents)
                 print(f"   wrote data/{d}/ ({n} files)")
-            captures = [p for p in files if p.suffix == ".pcap"]
+            captures = [p for p in files if p.suffix in (".pcap", ".pcapng")]
             for p in captures:
                 size = p.stat().st_size
                 flag = "  ← TOO BIG (≥ 1 MiB)" if size >= MAX_CAPTURE else ""

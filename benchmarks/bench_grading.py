@@ -1,25 +1,35 @@
-"""Benchmark: grading with and without the sandbox (labkit.grading.sandbox).
+"""Benchmark: grading with and without the sandbox (labkit.grading.sandbox), the notebooks
+of the kit, and live probes of a configure exercise.
 
     sudo .venv/bin/python benchmarks/bench_grading.py [--students 10] [--jobs 2] [--repeat 3]
+                                                      [--notebooks 00-orientation,01-first-call,02-nat]
+                                                      [--probes 2]
 
-Builds STUDENTS submissions of the test suite's toy notebook (tests/grading/fixtures: the
-released copy, answered right; its checks come from LABKIT_EXERCISES=toy_exercises) and
-grades them, JOBS notebooks at a time, with the sandbox and with ``sandbox=False``
-(``--no-sandbox``), the two alternately.  Prints, best of REPEAT runs:
+1. Builds STUDENTS submissions of the test suite's toy notebook (tests/grading/fixtures: the
+   released copy, answered right; its checks come from LABKIT_EXERCISES=toy_exercises) and
+   grades them, JOBS notebooks at a time, with the sandbox and with ``sandbox=False``
+   (``--no-sandbox``), the two alternately.  Prints, best of REPEAT runs, seconds per grading
+   run and per notebook, and the sandbox's overhead; the sandbox's start-up check.
+2. Grades STUDENTS copies of each of NOTEBOOKS (the instructor notebooks themselves, full
+   marks expected), in the sandbox, replay mode, JOBS at a time: seconds per notebook, and
+   how long the grader took to judge the answers (its truth: recordings opened and read
+   once per grading run, in the grader, then shared by every student).
+3. Grades PROBES submissions of the toy ``toy-tls`` configure exercise (right TLS lines), JOBS
+   at a time: each answer is applied to a fresh tls-office lab by a live probe — seconds per
+   notebook, of which the probe.
+4. Memory: one kernel whose notebook sleeps, its process tree polled every 50 ms: peak RSS and
+   PSS (proportional set size: shared pages divided among their users) of the tree, and of
+   the sandbox's own processes (prlimit → bwrap outside, bwrap as pid 1 inside).
 
-* seconds per grading run and per notebook, and the sandbox's overhead;
-* the sandbox's start-up check (part of every sandboxed run, once);
-* memory: one kernel whose notebook sleeps, its process tree polled every 50 ms: peak RSS
-  and PSS (proportional set size: shared pages divided among their users) of the tree,
-  and of the sandbox's own processes (prlimit → bwrap outside, bwrap as pid 1 inside).
-
-Needs root (the sandbox does).
+Needs root (the sandbox and the labs do).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -30,6 +40,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FIXTURES = ROOT / "tests" / "grading" / "fixtures"
 SOURCE = FIXTURES / "source"
+NOTEBOOKS = ROOT / "notebooks"
+RIGHT_TLS = ("[transport-tls]\ntype = transport\nprotocol = tls\nbind = 0.0.0.0:5061\n"
+             "cert_file = /etc/asterisk/tls/pbx.crt\npriv_key_file = /etc/asterisk/tls/pbx.key\nmethod = sslv23\n")
 
 
 def setup_checks() -> None:
@@ -50,15 +63,40 @@ def answered(released: Path, extra: str = ""):
     return nb
 
 
-def grade_time(subs: Path, out: Path, jobs: int, sandbox: bool) -> float:
+def grade_time(subs: Path, out: Path, jobs: int, sandbox: bool, source: Path = SOURCE) -> float:
     from labkit.grading import grade
     started = time.perf_counter()
-    report = grade(subs, out, source=SOURCE, jobs=jobs, sandbox=sandbox)
+    report = grade(subs, out, source=source, jobs=jobs, sandbox=sandbox)
     elapsed = time.perf_counter() - started
     wrong = [s["student"] for s in report.summary if s["points"] != s["max_points"]]
     if wrong:
-        raise SystemExit(f"benchmark broken: not full marks for {wrong}")
+        raise SystemExit(f"benchmark broken: not full marks for {wrong}: "
+                         + "; ".join(f"{r.student}/{r.check}: {r.message}" for r in report.rows if r.status != "pass"))
     return elapsed
+
+
+class Timed:
+    """Seconds spent in a function of a module while it is replaced (summed over threads)."""
+
+    def __init__(self, module, name: str):
+        self.module, self.name, self.seconds, self.calls = module, name, 0.0, 0
+        self.real = getattr(module, name)
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return self.real(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.seconds += time.perf_counter() - started
+                    self.calls += 1
+        setattr(self.module, self.name, timed)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(self.module, self.name, self.real)
 
 
 def tree_memory(subs: Path, out: Path, sandbox: bool) -> dict[str, float]:
@@ -104,6 +142,9 @@ def main() -> int:
     parser.add_argument("--students", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--notebooks", default="00-orientation,01-first-call,02-nat",
+                        help="the kit's notebooks to grade (comma-separated; empty: none)")
+    parser.add_argument("--probes", type=int, default=2, help="toy-tls submissions (one live probe each)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_grading: the sandbox needs root (sudo)", file=sys.stderr)
@@ -114,10 +155,10 @@ def main() -> int:
     from labkit.grading import release
     from labkit.grading.limits import Limits
     from labkit.grading.sandbox import Sandbox
-
+    grading = importlib.import_module("labkit.grading.grade")  # the module (the package exports grade())
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         tmp = Path(tmp)
-        (released,) = release(SOURCE, tmp / "release")
+        (released,) = release(SOURCE / "toy.ipynb", tmp / "release")
         subs = tmp / "subs"
         for n in range(args.students):
             (subs / f"student{n:02d}").mkdir(parents=True)
@@ -142,6 +183,32 @@ def main() -> int:
         memory = {sandbox: tree_memory(sleeper, tmp / "grades-mem" / "g.csv", sandbox)
                   for sandbox in (False, True)}
 
+        kit: dict[str, tuple[float, float]] = {}
+        for name in [n for n in args.notebooks.split(",") if n]:
+            folder = tmp / f"subs-{name}"
+            for n in range(args.students):
+                (folder / f"student{n:02d}").mkdir(parents=True)
+                shutil.copy(NOTEBOOKS / f"{name}.ipynb", folder / f"student{n:02d}" / f"{name}.ipynb")
+            with Timed(grading, "_judge") as judging:
+                seconds = grade_time(folder, tmp / f"grades-{name}" / "g.csv", args.jobs, True, NOTEBOOKS)
+            kit[name] = (seconds, judging.seconds)
+
+        probe_times = None
+        if args.probes:
+            import labkit.grading.probes as probes
+            (tls,) = release(SOURCE / "toy-tls.ipynb", tmp / "release-tls")
+            folder = tmp / "subs-tls"
+            for n in range(args.probes):
+                (folder / f"student{n:02d}").mkdir(parents=True)
+                nb = nbformat.read(str(tls), as_version=4)
+                for cell in nb.cells:
+                    if "raise NotImplementedError()" in cell.source:
+                        cell.source = f"pjsip_tls = {RIGHT_TLS!r}"
+                nbformat.write(nb, str(folder / f"student{n:02d}" / "toy-tls.ipynb"))
+            with Timed(probes, "run") as probing:
+                seconds = grade_time(folder, tmp / "grades-tls" / "g.csv", args.jobs, True)
+            probe_times = (seconds, probing.seconds / max(1, probing.calls), probing.calls)
+
     n = args.students
     print(f"grading {n} toy notebooks, -j {args.jobs}, best of {args.repeat} "
           f"(python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
@@ -152,6 +219,19 @@ def main() -> int:
     print(f"{'sandbox overhead':22}{extra:9.2f}{extra / n:12.3f}   "
           f"(+{100 * extra / times[False]:.0f} %; includes the start-up check once)")
     print(f"{'start-up check':22}{min(checks):9.2f}")
+    if kit:
+        print()
+        print(f"the kit's notebooks, {n} students each, sandbox, -j {args.jobs} (instructor copies: full marks)")
+        print(f"{'':22}{'run s':>9}{'s/notebook':>12}{'judging s':>11}")
+        for name, (seconds, judged) in kit.items():
+            print(f"{name:22}{seconds:9.2f}{seconds / n:12.3f}{judged:11.2f}")
+        print("judging: the grader's own truth (recordings opened once, then shared), summed over threads")
+    if probe_times is not None:
+        seconds, per_probe, count = probe_times
+        print()
+        print(f"configure exercise (toy-tls), {count} submissions, one live probe each (tls-office), -j {args.jobs}")
+        print(f"{'':22}{'run s':>9}{'s/notebook':>12}{'s/probe':>9}")
+        print(f"{'sandbox + probe':22}{seconds:9.2f}{seconds / count:12.2f}{per_probe:9.2f}")
     print()
     print("memory of one kernel's process tree while its notebook runs (peak, MiB)")
     print(f"{'':22}{'RSS':>9}{'PSS':>9}")

@@ -7,35 +7,24 @@ that cannot be read is not an error of the grader: :func:`read_submission` raise
 
 The checks a notebook is graded on are those registered by the exercise modules
 (:mod:`labkit.grading.exercises`, plus ``LABKIT_EXERCISES``) and those written in the
-``hidden`` cells of the instructor's notebook, read here without running them, so that a
-notebook that never reaches them still gets a row for each (scored 0).
+``hidden`` cells of the instructor's notebook, which the grader runs in its own process
+(never in a student's kernel).  Every one of them gets a row, reached or not.
 """
 from __future__ import annotations
 
-import ast
 import importlib
 import os
 import stat
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.errors import GradingError
 
-__all__ = ["LAYOUT", "Expected", "Invalid", "discover", "folder_size", "hidden_cells",
-           "extra_modules", "load_checks", "expected_checks", "read_submission"]
+__all__ = ["LAYOUT", "Invalid", "discover", "folder_size", "hidden_cells", "hidden_checks",
+           "extra_modules", "load_checks", "expected_checks", "exercise_paths", "read_submission"]
 
 LAYOUT = "SUBMISSIONS/<student>/<notebook>.ipynb (one folder per student)"
-
-
-@dataclass(frozen=True)
-class Expected:
-    """One check a notebook is graded on."""
-    id: str
-    points: float
-    hint: str
-    hidden: bool
 
 
 class Invalid(Exception):
@@ -119,47 +108,58 @@ def load_checks(env: Mapping[str, str]) -> None:
     importlib.import_module("labkit.grading.checks")
 
 
-def expected_checks(nb_id: str, hidden_sources: list[str]) -> list[Expected]:
-    """The registered checks of *nb_id*, then those of its hidden cells."""
+def hidden_checks(nb_id: str, hidden_sources: list[str]) -> list:
+    """The checks of *nb_id* that the instructor notebook's ``hidden`` cells register.
+
+    The cells are run here, in the grader's process (the instructor's code: never sent to
+    a student's kernel), with registrations collected apart from the registry."""
     from labkit.grading import checks
-    found = {c.id: Expected(c.id, c.points, c.hint, c.hidden) for c in checks.registered(nb_id)}
+    found: dict = {}
     for n, src in enumerate(hidden_sources, 1):
-        for exp in _checks_in_code(src, nb_id, f"hidden cell {n} of {nb_id}"):
-            found[exp.id] = exp
+        where = f"hidden cell {n} of {nb_id}"
+        try:
+            code = compile(checks._python(src), f"<{where}>", "exec")
+        except SyntaxError as exc:
+            raise GradingError(f"{where} is not valid Python: {exc}") from None
+        with checks.collecting() as registered:
+            try:
+                exec(code, {"__name__": "__labkit_hidden__"})
+            except Exception as exc:
+                raise GradingError(f"{where} failed in the grader ({type(exc).__name__}: {exc})",
+                                   cause="hidden cells are run by the grader, to register hidden checks",
+                                   hint="run the instructor notebook and fix the cell") from None
+        for chk in registered.get(nb_id, {}).values():
+            found[chk.id] = chk
     return list(found.values())
 
 
-def _checks_in_code(source: str, nb_id: str, where: str) -> list[Expected]:
-    """The ``check(...)`` registrations of a hidden cell, read without running it."""
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
-        source = TransformerManager().transform_cell(source)
-    except Exception:
-        pass
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise GradingError(f"{where} is not valid Python: {exc}") from None
-    found = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
+def expected_checks(nb_id: str, hidden: list) -> list:
+    """The registered checks of *nb_id*, then those of its hidden cells."""
+    from labkit.grading import checks
+    found = {c.id: c for c in checks.registered(nb_id)}
+    for chk in hidden:
+        found[chk.id] = chk
+    return list(found.values())
+
+
+def exercise_paths(env: Mapping[str, str]) -> list[Path]:
+    """The files of the exercise modules (the truth of every check), for the sandbox to hide:
+    ``labkit/grading/exercises`` and each ``LABKIT_EXERCISES`` module, with their bytecode."""
+    from labkit.grading import exercises
+    found = [Path(exercises.__file__).resolve().parent]
+    for name in extra_modules(env):
+        module = sys.modules.get(name)
+        origin = getattr(module, "__file__", None)
+        if not origin:
             continue
-        func = node.func
-        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-        if name != "check":
+        path = Path(origin).resolve()
+        if path.name == "__init__.py":
+            found.append(path.parent)
             continue
-        try:
-            args = [ast.literal_eval(a) for a in node.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-        except ValueError:
-            raise GradingError(f"{where}: check(...) needs literal arguments",
-                               cause="the grader reads hidden checks without running them, to "
-                                     "score them 0 when a notebook never reaches them",
-                               hint='write e.g. @check("00-orientation", "sip-port", points=1)') from None
-        if len(args) < 2 or args[0] != nb_id:
-            continue
-        found.append(Expected(str(args[1]), float(kwargs.get("points", 1)),
-                              str(kwargs.get("hint", "")), bool(kwargs.get("hidden", False))))
+        found.append(path)
+        cache = path.parent / "__pycache__"
+        if cache.is_dir():
+            found.append(cache)
     return found
 
 

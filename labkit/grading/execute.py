@@ -136,7 +136,7 @@ class KernelManager(AsyncKernelManager):
     def _results_on_host(self) -> Path:
         return self._host_dir
 
-    def fetch(self, name: str, limit: int = 1 << 20) -> bytes | None:
+    def fetch(self, name: str, limit: int = 4 << 20) -> bytes | None:
         """The file *name* of the results folder (None if there is no such regular file)."""
         return read_regular_file(self._results_on_host() / name, limit)
 

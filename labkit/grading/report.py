@@ -6,8 +6,9 @@
                           were not reached, what the grader's limits and sandbox stopped or
                           refused, and the errors of the student's cells
 
-A check that was not reached (the kernel died, a limit stopped the notebook, the results
-file is missing) scores 0: never a false pass.
+A check that was not reached (the kernel died, a limit stopped the notebook, the answers
+file is missing) scores 0: never a false pass.  A live probe that could not run here is
+``not-run``: 0 points out of its points (``unprobed="zero"``) or out of 0 (``"exclude"``).
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labkit.grading.collect import Expected
-
 __all__ = ["STATUSES", "CSV_COLUMNS", "SUMMARY_COLUMNS", "Row", "GradeReport", "Outcome",
            "rows", "summary", "feedback", "paths", "write", "num"]
 
-STATUSES = ("pass", "fail", "not-reached", "invalid-notebook")
+STATUSES = ("pass", "fail", "not-reached", "invalid-notebook", "not-run")
+#: how a live probe that this machine could not run scores (``labkit grade --unprobed``)
+UNPROBED = ("zero", "exclude")
 CSV_COLUMNS = ("student", "notebook", "check", "points", "max_points", "status", "message")
 SUMMARY_COLUMNS = ("student", "points", "max_points", "status", "notes")
 
@@ -73,19 +74,24 @@ class GradeReport:
 @dataclass
 class Outcome:
     """What running one submitted notebook gave."""
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # check id -> reported
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # check id -> judged
     reason: str = ""          # why some checks may not have been reached
     invalid: str = ""         # the notebook could not be read
     cell_errors: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)  # what a limit or the sandbox stopped
 
 
-def rows(student: str, nb_id: str, expected: list[Expected], outcome: Outcome) -> list[Row]:
+def rows(student: str, nb_id: str, expected: list, outcome: Outcome, *, unprobed: str = "zero") -> list[Row]:
+    """One row per expected check (anything with ``id``, ``points``, ``hint``)."""
     found = []
     for exp in expected:
         if outcome.invalid:
             found.append(Row(student, nb_id, exp.id, 0.0, exp.points, "invalid-notebook",
                              outcome.invalid, exp.hint))
+        elif exp.id in outcome.results and outcome.results[exp.id].get("status") == "not-run":
+            res = outcome.results[exp.id]
+            found.append(Row(student, nb_id, exp.id, 0.0, 0.0 if unprobed == "exclude" else exp.points,
+                             "not-run", res["message"], exp.hint))
         elif exp.id in outcome.results:
             res = outcome.results[exp.id]
             found.append(Row(student, nb_id, exp.id, exp.points if res["passed"] else 0.0,
@@ -100,7 +106,8 @@ def summary(student: str, items: list[tuple[str, Outcome, list[Row]]]) -> dict[s
     all_rows = [r for _, _, nb_rows in items for r in nb_rows]
     statuses = {r.status for r in all_rows}
     status = ("invalid-notebook" if "invalid-notebook" in statuses
-              else "not-reached" if "not-reached" in statuses else "ok")
+              else "not-reached" if "not-reached" in statuses
+              else "not-run" if "not-run" in statuses else "ok")
     notes = []
     for nb_id, outcome, _ in items:
         if outcome.invalid:
@@ -129,6 +136,8 @@ def feedback(student: str, items: list[tuple[str, Outcome, list[Row]]]) -> str:
             text = f"- {mark} {num(r.points)}/{num(r.max_points)} `{r.check}`"
             if r.status == "not-reached":
                 text += " — not reached"
+            elif r.status == "not-run":
+                text += f" — {r.message}" + (" (not counted)" if not r.max_points else "")
             elif r.status != "invalid-notebook" and r.message:
                 text += f" — {r.message}"
             if r.status != "pass" and r.hint:

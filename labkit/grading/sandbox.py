@@ -15,8 +15,10 @@ outermost command first; root sets everything up before the first line of studen
    disk limit on ``/tmp`` and another on the student's folder (at the same path as on the
    host: the kernel's working directory), filled with a copy of that folder only; a small
    tmpfs for the kernel's sockets and results.  Anything the grader must not show (the
-   ``--source`` notebooks, the submissions folder, the grades) that lies inside a bound
-   path is covered by an empty read-only tmpfs; a bound path inside one of them is refused.
+   ``--source`` notebooks, the submissions folder, the grades, and the exercise modules —
+   ``labkit/grading/exercises`` and the ``LABKIT_EXERCISES`` modules with their bytecode:
+   the truth of every check) that lies inside a bound path is covered by an empty read-only
+   tmpfs (a folder) or ``/dev/null`` (a file); a bound path inside one of them is refused.
    Nothing else of the host exists in there: not /root, /home, the host's /tmp,
    /var/lib/labkit, other students' folders.  The network namespace has only a loopback.
    The pid namespace ends with its pid 1 (pid_namespaces(7)): when the kernel exits or the
@@ -147,13 +149,16 @@ class Sandbox:
                 hint="run labkit grade as root on a kernel that allows namespaces "
                      "(bwrap --unshare-pid true); for your own trusted notebooks only: --no-sandbox")
 
-    def kernel_manager(self, folder: Path, *, output_bytes: int) -> SandboxKernelManager:
-        """The kernel manager of one notebook whose folder is *folder* (leases a uid)."""
-        return SandboxKernelManager(self, Path(folder), output_bytes=output_bytes)
+    def kernel_manager(self, folder: Path, *, output_bytes: int,
+                       env: Mapping[str, str] | None = None) -> SandboxKernelManager:
+        """The kernel manager of one notebook whose folder is *folder* (leases a uid);
+        *env*: variables of this notebook's kernel only (e.g. ``LABKIT_STUDENT``)."""
+        return SandboxKernelManager(self, Path(folder), output_bytes=output_bytes, env=env)
 
     def command(self, uid: int, argv: list[str], *, folder: Path | None = None,
-                connection_fd: int | None = None) -> list[str]:
-        """The command running *argv* in the sandbox as *uid*, in *folder* (a copy of it)."""
+                connection_fd: int | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+        """The command running *argv* in the sandbox as *uid*, in *folder* (a copy of it),
+        with *env* added to the sandbox's environment."""
         lim = self.limits
         cmd = [self.tools["prlimit"], f"--as={lim.memory_bytes}", f"--nproc={lim.processes}",
                "--core=0", "--",
@@ -176,7 +181,7 @@ class Sandbox:
         for mask in self._masks:
             cmd += ["--remount-ro", mask]
         cmd += ["--remount-ro", "/", "--chdir", scratch or "/tmp", "--clearenv"]
-        for name, value in sorted(self.env.items()):
+        for name, value in sorted({**self.env, **(env or {})}.items()):
             cmd += ["--setenv", name, value]
         cmd += ["--", "/bin/sh", "-c", _PRELUDE, "sh", str(uid), scratch,
                 self.tools["setpriv"], f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
@@ -194,7 +199,8 @@ class SandboxKernelManager(KernelManager):
     back and removes its host folder.
     """
 
-    def __init__(self, sandbox: Sandbox, folder: Path, *, output_bytes: int) -> None:
+    def __init__(self, sandbox: Sandbox, folder: Path, *, output_bytes: int,
+                 env: Mapping[str, str] | None = None) -> None:
         lease = _Lease()
         lease.acquire()
         try:
@@ -205,6 +211,7 @@ class SandboxKernelManager(KernelManager):
         self._lease = lease
         self._sandbox = sandbox
         self._folder = folder
+        self._env = dict(env or {})
         self.ip = str(self._host_dir / "io" / "kernel")
         self.connection_file = str(self._host_dir / "kernel.json")
 
@@ -227,7 +234,8 @@ class SandboxKernelManager(KernelManager):
         connection = os.memfd_create("kernel.json")
         os.write(connection, json.dumps(info).encode())
         os.lseek(connection, 0, os.SEEK_SET)
-        command = self._sandbox.command(self.uid, argv, folder=self._folder, connection_fd=connection)
+        command = self._sandbox.command(self.uid, argv, folder=self._folder, connection_fd=connection,
+                                        env=self._env)
         # the environment is the sandbox's (bwrap --clearenv/--setenv): jupyter_client's
         # (JPY_PARENT_PID…) must not reach the kernel, whose parent poller would see pid 1
         kw.update(env={"PATH": _TOOL_PATH}, cwd=str(self._host_dir), pass_fds=(connection,))

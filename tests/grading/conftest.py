@@ -1,4 +1,5 @@
-"""Make the toy checks importable here and in every kernel the grader starts."""
+"""Make the toy checks importable here (the grader's process) and in the probes' child processes
+(they inherit the environment); the grading sandbox hides them from the notebooks' kernels."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ EXERCISES = HERE / "fixtures" / "exercises"
 
 @pytest.fixture(scope="package", autouse=True)
 def toy_checks():
-    """``LABKIT_EXERCISES=toy_exercises`` with its folder on the path (kernels inherit it)."""
+    """``LABKIT_EXERCISES=toy_exercises`` with its folder on the path (child processes inherit it)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LABKIT_EXERCISES", "toy_exercises")
         mp.setenv("PYTHONPATH", os.pathsep.join(

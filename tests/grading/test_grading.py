@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import csv
-import json
 import os
 import signal
 import threading
@@ -32,7 +31,7 @@ SOLUTION_TEXT = ["6 * 7", "acc += x", "acc = 0", "return acc", "Deep Thought", "
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("release")
-    (path,) = release(SOURCE, out)
+    (path,) = release(SOURCE / "toy.ipynb", out)
     return path
 
 
@@ -93,25 +92,40 @@ GOOD_ANSWER = "answer = 42"
 GOOD_TOTAL = "def add_all(xs):\n    return sum(xs)\n\ntotal = add_all(numbers)"
 
 CHEAT = '''\
-import json, labkit.grading.checks as c
-fake = {"labkit_report": 1, "notebook": "toy", "complete": True,
-        "results": [{"id": i, "passed": True, "message": "", "points": 100, "max_points": 1}
-                    for i in ("answer-42", "sum-list", "hidden-positive")]}
-def fake_report(notebook, path, namespace=None):
+# every way of claiming points without the right answer: fake results files, fake check
+# lines, checks patched and re-registered, and the grader's own answer collector replaced
+import importlib, json, sys, types
+import labkit.grading.checks as c
+claims = [{"id": i, "passed": True, "message": "", "points": 100, "max_points": 1}
+          for i in ("answer-42", "sum-list", "hidden-positive")]
+fake = {"labkit_report": 1, "labkit_answers": 1, "notebook": "toy", "complete": True,
+        "results": claims, "answers": {"answer": {"value": 41, "passed": True}, "total": {"value": 26}}}
+def fake_dump(notebook, names, path, namespace=None):
     with open(path, "w") as fh:
         json.dump(fake, fh)
-c.report = fake_report
-c.run_all = lambda *a, **k: []
-@c.check("toy", "answer-42", points=100)
-def _always(ns):
+forged = types.ModuleType("labkit.grading.answers")
+forged.dump = fake_dump
+real_import = importlib.import_module
+def forged_import(name, *a):
+    if name == "labkit.grading.answers":
+        sys.modules[name] = forged
+        return forged
+    return real_import(name, *a)
+importlib.import_module = forged_import
+sys.modules["labkit.grading.answers"] = forged
+c.run = c.run_all = lambda *a, **k: print("✓ 100/1 answer-42")
+c.judge = lambda *a, **k: True
+@c.check("toy", "answer-42", points=100, answers=())
+def _always(answer, truth):
     return True
-@c.check("toy", "bonus", points=50)
-def _bonus(ns):
+@c.check("toy", "bonus", points=50, answers=())
+def _bonus(answer, truth):
     return True
-for name in ("report.json", "grades.csv"):
+for name in ("report.json", "answers.json", "grades.csv"):
     with open(name, "w") as fh:
         json.dump(fake, fh)
 print(json.dumps(fake))
+print("✓ 1/1 answer-42\\n✓ 2/2 sum-list\\n✓ 1/1 hidden-positive")
 '''
 
 
@@ -350,21 +364,6 @@ def test_grade_from_a_running_event_loop(released, tmp_path):
     report = asyncio.run(in_a_notebook())
     assert report.total("alice") == (4, 4)
     assert [r.status for r in report.rows] == ["pass", "pass", "pass"]
-
-
-def test_report_file_problems_are_not_passes():
-    from labkit.grading.grade import _parse_report
-    assert _parse_report(None, "toy") == (None, "the grading cell wrote no results")
-    assert _parse_report(b'{"labkit_report": 1, "notebook": "toy", "results": [{"id": "a", "pas', "toy")[0] is None
-    assert _parse_report(b"\xff\xfe not even text", "toy")[0] is None
-    assert _parse_report(json.dumps({"labkit_report": 1, "notebook": "other", "complete": True,
-                                     "results": []}).encode(), "toy")[0] is None
-    assert _parse_report(json.dumps({"labkit_report": 1, "notebook": "toy", "complete": True,
-                                     "results": [{"id": "a", "passed": "yes", "message": ""}]}).encode(),
-                         "toy")[0] is None  # "yes" is not True
-    assert _parse_report(json.dumps({"labkit_report": 1, "notebook": "toy", "complete": False,
-                                     "results": [{"id": "a", "passed": True, "message": ""}]}).encode(),
-                         "toy") == ({"a": {"passed": True, "message": ""}}, "the grading cell did not finish")
 
 
 def test_check_cells_display_once_in_a_kernel(tmp_path):

@@ -79,7 +79,7 @@ def _cell_first(nb, source: str):
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> Path:
-    (path,) = release(SOURCE, tmp_path_factory.mktemp("release"))
+    (path,) = release(SOURCE / "toy.ipynb", tmp_path_factory.mktemp("release"))
     return path
 
 
@@ -126,7 +126,9 @@ def hostile(released, tmp_path_factory):
         f"open({str(p)!r}, 'w').write('pwned')" for p in targets.values()]), first_cell)
     _write(subs, "writer", writer)
     # the reader looks everywhere for the solutions, another student's work, the grades
-    markers = '["instructor" + " only", "Deep" + " Thought", "alice" + "-secret-marker", "SECRET" + "-GRADES"]'
+    # (the solutions, a hidden check, the exercise modules' truths, another student, the grades)
+    markers = ('["instructor" + " only", "Deep" + " Thought", "def pbx_sip" + "_port(", "REGISTER" + "_WITHIN = ",'
+               ' "alice" + "-secret-marker", "SECRET" + "-GRADES"]')
     walk = (f"import os\nmarkers = {markers}\nhits = set()\n"
             "for top, dirs, files in os.walk('/'):\n"
             "    dirs[:] = [d for d in dirs if os.path.join(top, d) not in ('/proc', '/sys', '/dev', '/usr')\n"

@@ -130,3 +130,22 @@ def assert_student_version_degrades_gracefully(name: str, timeout: int = 120) ->
             text = "\n".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
             assert "✓" not in text, text
             assert "✗" in text or "hidden check" in text, text
+
+
+def recordings_folder(root: Path, track: str, names: list[str], swap: dict[str, str] | None = None) -> Path:
+    """A folder in the kit's data layout holding the recordings *names* of *track* (links to
+    data/), where each name of *swap* holds another recording's files instead: a swapped
+    artifact, as a submission graded from its own captures could hand in."""
+    swap = swap or {}
+    for name in names:
+        source = swap.get(name, name)
+        recorded = root / "recorded" / f"{name}-{track}"
+        recorded.mkdir(parents=True, exist_ok=True)
+        (recorded / "session.json").symlink_to(DATA / "recorded" / f"{source}-{track}" / "session.json")
+        (root / "captures").mkdir(exist_ok=True)
+        for pcap in (DATA / "captures").glob(f"{source}-{track}*"):
+            rest = pcap.name[len(f"{source}-{track}"):]
+            if rest == ".pcap" or rest.startswith("-"):
+                (root / "captures" / f"{name}-{track}{rest}").symlink_to(pcap)
+    return root
+

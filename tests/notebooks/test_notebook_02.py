@@ -197,58 +197,59 @@ def test_recordings_present():
 
 
 # -- the checks judge the lab and the answers: right answers pass, wrong ones fail ----------------
+RECORDINGS = ["02-no-forward", "02-forward", "02-external", "02-ddns", "02-vps", "02-vps-symmetric",
+              "02-vps-alg", "02-vps-direct"]
+
+
 @pytest.mark.parametrize("track", TRACKS)
-def test_checks_tell_right_from_wrong(track):
+def test_checks_tell_right_from_wrong(track, tmp_path):
+    """The answers as the grader receives them (plain values), the truth from the recordings the
+    checks open themselves (checks.evaluate: what labkit grade does)."""
     from labkit.grading import checks
     from labkit.teaching.session import Session
 
-    def replayed(name, lab, places):
-        session = Session.start(name, lab, track=track, mode="replay", capture=places)
-        # the conversations and marks of the recording, as the notebook's cells left them
-        session.recorder.replay_all()
-        return session
+    def replayed(name, lab, places):  # the test's own sessions, to compute the right answers
+        return Session.start(name, lab, track=track, mode="replay", capture=places)
 
     home = ("lan", "internet")
-    ns = {"session": replayed("02-no-forward", "home-pbx", home),
-          "fix_a": replayed("02-forward", "home-pbx", home),
-          "fix_b": replayed("02-external", "home-pbx", home),
-          "ddns": replayed("02-ddns", "home-pbx", ("internet",)),
-          "sym": replayed("02-vps-symmetric", "vps-pbx", home),
-          "alg": replayed("02-vps-alg", "vps-pbx", home),
-          "direct": replayed("02-vps-direct", "vps-pbx", ("lan",))}
-    bob = ns["session"].address("bob")
-    wan = ns["session"].table("sip", "internet")
-    right = {**ns, "unanswered_registers": int(((wan.method == "REGISTER") & (wan.src == bob)).sum()),
+    session = replayed("02-no-forward", "home-pbx", home)
+    sym = replayed("02-vps-symmetric", "vps-pbx", home)
+    bob = session.address("bob")
+    wan = session.table("sip", "internet")
+    sym_wan = sym.table("sip", "internet")
+    right = {"unanswered_registers": int(((wan.method == "REGISTER") & (wan.src == bob)).sum()),
              "leaked_sdp_addr": "192.168.0.10", "deaf_phone": "alice",
              "both_heard": True, "private_sdp_out": 0,
              "registered_to": "203.0.113.2", "ddns_both_heard": True,
-             "sym_both_heard": True, "private_left_box": None,
+             "sym_both_heard": True,
+             "private_left_box": int(sym_wan[sym_wan.src == "198.51.100.1"].sdp_c_addr.fillna("")
+                                     .str.startswith("192.168.").sum()),
              "alg_sdp_addr": "198.51.100.1", "alg_both_heard": True,
              "alg_media_dst": "198.51.100.1", "lan_direct_both_heard": True}
-    sym_wan = ns["sym"].table("sip", "internet")
-    right["private_left_box"] = int(sym_wan[sym_wan.src == "198.51.100.1"].sdp_c_addr.fillna("")
-                                    .str.startswith("192.168.").sum())
-    wrong = {**ns, "unanswered_registers": 0, "leaked_sdp_addr": "203.0.113.1", "deaf_phone": "bob",
+    wrong = {"unanswered_registers": 0, "leaked_sdp_addr": "203.0.113.1", "deaf_phone": "bob",
              "both_heard": False, "private_sdp_out": 2, "registered_to": "203.0.113.1",
              "ddns_both_heard": "yes", "sym_both_heard": False, "private_left_box": 0,
              "alg_sdp_addr": "192.168.0.12", "alg_both_heard": False,
              "alg_media_dst": "198.51.100.10", "lan_direct_both_heard": False}
-    assert [r.id for r in checks.run_all(NAME, right) if not r.passed] == []
-    assert [r.id for r in checks.run_all(NAME, wrong) if r.passed] == []
+    assert [r.id for r in checks.evaluate(NAME, right, track=track) if not r.passed] == []
+    assert [r.id for r in checks.evaluate(NAME, wrong, track=track) if r.passed] == []
     # a missing variable is a readable failure, not a crash
-    missing = checks.run_all(NAME, ns)
+    missing = checks.evaluate(NAME, {"session": session}, track=track)
     assert not any(r.passed for r in missing) and "is not defined" in missing[0].message
     # a lab that was not fixed fails the fix's check, whatever the answer: the one-way call of
-    # fix A offered as fix B's result
-    unfixed = {**right, "fix_b": ns["fix_a"]}
-    failed = {r.id: r.message for r in checks.run_all(NAME, unfixed) if not r.passed}
+    # fix A handed in as fix B's recording
+    unfixed = nbtools.recordings_folder(tmp_path / "unfixed", track, RECORDINGS, {"02-external": "02-forward"})
+    failed = {r.id: r.message for r in checks.evaluate(NAME, right, track=track, data=unfixed) if not r.passed}
     assert set(failed) == {"fix-b-two-way", "fix-b-no-private-sdp"}
     assert "did not hear" in failed["fix-b-two-way"]
-    # the ALG lab (media anchored, two-way) offered as the direct-media one: its streams went to
+    # the ALG lab (media anchored, two-way) handed in as the direct-media one: its streams went to
     # Asterisk, and its only conversation was heard
-    swapped = {**right, "direct": ns["alg"]}
-    failed = {r.id for r in checks.run_all(NAME, swapped) if not r.passed}
+    swapped = nbtools.recordings_folder(tmp_path / "swapped", track, RECORDINGS, {"02-vps-direct": "02-vps-alg"})
+    failed = {r.id for r in checks.evaluate(NAME, right, track=track, data=swapped) if not r.passed}
     assert "alg-direct-media-lost" in failed
+    # a session object in the student's namespace is never read: fix A's handed in as fix_b
+    # changes nothing (the truth is the recording the check opens)
+    assert checks.run(NAME, "fix-b-two-way", {**right, "fix_b": session}).passed
 
 
 # -- the student version: solutions removed, the notebook still goes to the end ------------------

@@ -18,6 +18,7 @@ import statistics
 import pytest
 from pytest_notebook.nb_regression import NBRegressionFixture
 
+from . import nbtools
 from .nbtools import (
     DATA,
     DIFF_IGNORE,
@@ -159,32 +160,40 @@ def test_recordings_present(name):
 
 # -- the checks judge answers, not code: right answers pass, wrong ones fail -------------------
 @pytest.mark.parametrize("track", TRACKS)
-def test_checks_tell_right_from_wrong(track):
+def test_checks_tell_right_from_wrong(track, tmp_path):
+    """The answers as the grader receives them (plain values, JSON round trip), the truth from
+    the recordings the checks open themselves (checks.evaluate: what labkit grade does)."""
     from labkit.grading import checks
     from labkit.teaching.session import Session
-    session = Session.start("00-orientation", track=track, mode="replay")
-    right = {"session": session, "sip_port": 5060,
+    session = Session.start("00-orientation", track=track, mode="replay")  # the test's, for the answers
+    right = {"sip_port": 5060,
              "asterisk_rtp_ports": set(session.streams[session.streams.src == "192.168.0.10"].sport),
              "inside_range": True, "register_counts": {"alice": 2, "bob": 2}, "challenge_status": 401}
-    wrong = {"session": session, "sip_port": 5061, "asterisk_rtp_ports": {5060},
+    wrong = {"sip_port": 5061, "asterisk_rtp_ports": {5060},
              "inside_range": "yes", "register_counts": {"alice": 1, "bob": 1}, "challenge_status": 407}
-    assert all(r.passed for r in checks.run_all("00-orientation", right))
-    assert not any(r.passed for r in checks.run_all("00-orientation", wrong))
+    assert all(r.passed for r in checks.evaluate("00-orientation", right, track=track))
+    assert not any(r.passed for r in checks.evaluate("00-orientation", wrong, track=track))
     # a missing variable is a readable failure, not a crash
-    missing = checks.run_all("00-orientation", {"session": session})
+    missing = checks.evaluate("00-orientation", {"session": session}, track=track)
     assert not any(r.passed for r in missing) and "is not defined" in missing[0].message
+    # the same right answers against another lab's capture (a swapped artifact): Asterisk's RTP
+    # ports of the first call are not those of 00-orientation
+    swapped = nbtools.recordings_folder(tmp_path / "swapped", track, ["00-orientation"],
+                                        {"00-orientation": "01-first-call"})
+    failed = {r.id for r in checks.evaluate("00-orientation", right, track=track, data=swapped) if not r.passed}
+    assert "asterisk-rtp-ports" in failed
 
-    anchored = Session.start("01-first-call", track=track, mode="replay")
-    direct = Session.start("01-direct-media", track=track, mode="replay",
-                           overrides={"pbx": {"direct_media": True}})
-    right = {"session": anchored, "direct": direct, "alice_audio_from": "192.168.0.10",
-             "n_streams": 4, "n_legs": 2, "reinvite_sdp_addr": "192.168.0.11",
-             "bob_rtp_to": "192.168.0.11", "n_reinvites": 3}
-    wrong = {"session": anchored, "direct": direct, "alice_audio_from": "192.168.0.12",
-             "n_streams": 2, "n_legs": 1, "reinvite_sdp_addr": "192.168.0.10",
-             "bob_rtp_to": "192.168.0.10", "n_reinvites": 0}
-    assert [r.id for r in checks.run_all("01-first-call", right) if not r.passed] == []
-    assert [r.id for r in checks.run_all("01-first-call", wrong) if r.passed] == []
+    right = {"alice_audio_from": "192.168.0.10", "n_streams": 4, "n_legs": 2,
+             "reinvite_sdp_addr": "192.168.0.11", "bob_rtp_to": "192.168.0.11", "n_reinvites": 3}
+    wrong = {"alice_audio_from": "192.168.0.12", "n_streams": 2, "n_legs": 1,
+             "reinvite_sdp_addr": "192.168.0.10", "bob_rtp_to": "192.168.0.10", "n_reinvites": 0}
+    assert [r.id for r in checks.evaluate("01-first-call", right, track=track) if not r.passed] == []
+    assert [r.id for r in checks.evaluate("01-first-call", wrong, track=track) if r.passed] == []
+    # the direct-media answers against the anchored call (a swapped artifact) fail
+    swapped = nbtools.recordings_folder(tmp_path / "swapped01", track, ["01-first-call", "01-direct-media"],
+                                        {"01-direct-media": "01-first-call"})
+    failed = {r.id for r in checks.evaluate("01-first-call", right, track=track, data=swapped) if not r.passed}
+    assert {"direct-path", "reinvite"} <= failed
 
 
 # -- (5) the student version: solutions removed, the notebook still goes to the end -----------

@@ -1,10 +1,15 @@
 """The registry of graded checks: one module per notebook.
 
 ``nb00.py`` holds the checks of ``00-orientation.ipynb``, ``nb01.py`` those of the next
-notebook, and so on; each registers them with :func:`labkit.grading.checks.check`.  Importing this
-package imports every ``nbNN`` module present (a missing one is fine) plus the modules
+notebook, and so on; each declares the sessions its notebook starts
+(:func:`labkit.grading.checks.recording`) and registers its checks with
+:func:`labkit.grading.checks.check` (and :func:`~labkit.grading.checks.configure`).  Importing
+this package imports every ``nbNN`` module present (a missing one is fine) plus the modules
 named in the environment variable ``LABKIT_EXERCISES`` (comma- or space-separated, e.g.
 a course's own checks or the test suite's toy checks).
+
+These modules hold the truth of every check: the grader imports them in its own process,
+and the grading sandbox hides them (and their bytecode) from the notebooks it runs.
 
 A module that exists but fails to import is *not* silently skipped: its error is kept in
 :data:`errors`, a warning is issued, a check cell names it, and ``labkit grade`` refuses
@@ -19,7 +24,7 @@ import warnings
 from types import ModuleType
 
 #: the per-notebook modules expected in this package (others named ``nb*`` are found too)
-MODULES = ("nb00", "nb01")
+MODULES = ("nb00", "nb01", "nb03")
 
 #: module name -> module, for every exercise module imported
 loaded: dict[str, ModuleType] = {}

@@ -1,8 +1,9 @@
-"""Checks of ``notebooks/00-orientation.ipynb`` (and a small table helper it uses).
+"""Checks of ``notebooks/00-orientation.ipynb``.
 
-Every truth comes from the student's own capture (``ns["session"]``), never from the text
-of their code: the same check passes in live mode (their lab) and in replay mode (the
-recording), on either track.
+The notebook starts one session, ``00-orientation`` (the first-call lab, the LAN captured).
+Every truth is read from that capture, opened by the checking code (``truth.session``):
+never an object of the student's, never the text of their code.  The answers are the
+values the student's cells leave in ``sip_port``, ``asterisk_rtp_ports``… (JSON data).
 """
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from labkit.grading.checks import check
+from labkit.grading.checks import check, recording
 
 NB = "00-orientation"
+SESSION = "00-orientation"
+recording(NB, SESSION, lab="first-call")
 
 
-# -- helpers the notebook calls (pure: they only read the session) -----------------------------
 # -- truths, from the capture -----------------------------------------------------------------
 def pbx_sip_port(session) -> int:
     """The UDP port the SIP requests sent to Asterisk went to."""
@@ -51,7 +53,8 @@ def _as_int_set(value) -> set[int]:
 
 
 def _by_phone(session, value) -> dict[str, int]:
-    """A student's {phone name or address: count} (dict or Series) as {phone name: count}."""
+    """A student's {phone name, extension or address: count} (a dict; a Series arrives as one)
+    as {phone name: count}."""
     if isinstance(value, pd.Series):
         value = value.to_dict()
     if not isinstance(value, Mapping):
@@ -66,23 +69,23 @@ def _by_phone(session, value) -> dict[str, int]:
 
 
 # -- checks ------------------------------------------------------------------------------------
-@check(NB, "sip-port", points=1,
+@check(NB, "sip-port", points=1, answers=("sip_port",),
        hint="filter session.sip on the messages whose dst is session.address('pbx') and read their dport")
-def _sip_port(ns):
-    truth = pbx_sip_port(ns["session"])
-    answer = ns["sip_port"]
-    return int(answer) == truth, f"you said {answer!r}"
+def _sip_port(answer, truth):
+    expected = pbx_sip_port(truth.session(SESSION))
+    said = answer["sip_port"]
+    return _int(said) == expected, f"you said {said!r}"
 
 
-@check(NB, "asterisk-rtp-ports", points=1,
+@check(NB, "asterisk-rtp-ports", points=1, answers=("asterisk_rtp_ports",),
        hint="in session.streams, Asterisk's ports are the sport of the rows whose src is "
             "Asterisk's address (and the dport of the rows whose dst is)")
-def _asterisk_rtp_ports(ns):
-    truth = pbx_rtp_ports(ns["session"])
-    answer = _as_int_set(ns["asterisk_rtp_ports"])
-    if answer == truth:
-        return True, f"{sorted(answer)}"
-    missing, extra = truth - answer, answer - truth
+def _asterisk_rtp_ports(answer, truth):
+    expected = pbx_rtp_ports(truth.session(SESSION))
+    said = _as_int_set(answer["asterisk_rtp_ports"])
+    if said == expected:
+        return True, f"{sorted(said)}"
+    missing, extra = expected - said, said - expected
     why = []
     if missing:
         why.append(f"{len(missing)} of Asterisk's ports missing")
@@ -91,33 +94,39 @@ def _asterisk_rtp_ports(ns):
     return False, "; ".join(why)
 
 
-@check(NB, "rtp-in-range", points=1,
+@check(NB, "rtp-in-range", points=1, answers=("inside_range",),
        hint="compare each port with session.spec.pbx.rtp_ports (rtpstart, rtpend); the answer is True or False")
-def _rtp_in_range(ns):
-    session = ns["session"]
+def _rtp_in_range(answer, truth):
+    session = truth.session(SESSION)
     low, high = session.spec.pbx.rtp_ports
-    truth = all(low <= p <= high for p in pbx_rtp_ports(session))
-    answer = ns["inside_range"]
-    if not isinstance(answer, bool) and type(answer).__name__ != "bool_":
-        return False, f"inside_range should be True or False, not a {type(answer).__name__}"
-    return bool(answer) == truth, ""
+    expected = all(low <= p <= high for p in pbx_rtp_ports(session))
+    said = answer["inside_range"]
+    if not isinstance(said, bool):
+        return False, f"inside_range should be True or False, not a {type(said).__name__}"
+    return said == expected, ""
 
 
-@check(NB, "register-counts", points=1,
+@check(NB, "register-counts", points=1, answers=("register_counts",),
        hint="keep the REGISTER requests (is_request) and count them per src address "
             "(.groupby('src').size() or .value_counts())")
-def _register_counts(ns):
-    session = ns["session"]
-    truth = register_counts(session)
-    answer = _by_phone(session, ns["register_counts"])
-    wrong = [name for name in truth if answer.get(name) != truth[name]]
+def _register_counts(answer, truth):
+    session = truth.session(SESSION)
+    expected = register_counts(session)
+    said = _by_phone(session, answer["register_counts"])
+    wrong = [name for name in expected if said.get(name) != expected[name]]
     if not wrong:
-        return True, ", ".join(f"{k}: {v}" for k, v in truth.items())
+        return True, ", ".join(f"{k}: {v}" for k, v in expected.items())
     return False, f"wrong or missing count for {', '.join(wrong)}"
 
 
-@check(NB, "challenge-status", points=1, hidden=True,
+@check(NB, "challenge-status", points=1, hidden=True, answers=("challenge_status",),
        hint="the status code of Asterisk's first answer to a REGISTER")
-def _challenge_status(ns):
-    truth = first_register_answer(ns["session"])
-    return int(ns["challenge_status"]) == truth, ""
+def _challenge_status(answer, truth):
+    return _int(answer["challenge_status"]) == first_register_answer(truth.session(SESSION)), ""
+
+
+def _int(value) -> int:
+    """A whole number the student gave (5060, 5060.0 or "5060"; not True)."""
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number, not {value!r}")
+    return int(value)

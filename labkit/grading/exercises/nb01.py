@@ -1,13 +1,17 @@
 """Checks of ``notebooks/01-first-call.ipynb``.
 
-``ns["session"]`` is the call with media anchored on Asterisk, ``ns["direct"]`` the call of
-the direct-media variant; every truth is read from their captures.
+The notebook's sessions: ``01-first-call`` (the call with media anchored on Asterisk,
+``session`` in the notebook) and ``01-direct-media`` (the direct-media variant, ``direct``);
+every truth is read from their captures, opened by the checking code (``truth.session``).
 """
 from __future__ import annotations
 
-from labkit.grading.checks import check
+from labkit.grading.checks import check, recording
 
 NB = "01-first-call"
+ANCHORED, DIRECT = "01-first-call", "01-direct-media"
+recording(NB, ANCHORED, lab="first-call")
+recording(NB, DIRECT, lab="first-call", overrides={"pbx": {"direct_media": True}})
 MIN_PACKETS = 10  # a "real" stream: the direct-media call may start with a stray packet or two
 
 
@@ -56,46 +60,52 @@ def _addr(value) -> str:
     return str(value).strip().split(":")[0]
 
 
+def _int(value) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number, not {value!r}")
+    return int(value)
+
+
 # -- checks ------------------------------------------------------------------------------------
-@check(NB, "alice-source", points=1,
+@check(NB, "alice-source", points=1, answers=("alice_audio_from",),
        hint="in session.streams, keep the row whose dst is session.address('alice') and read its src")
-def _alice_source(ns):
-    truth = audio_source(ns["session"], "alice")
-    answer = _addr(ns["alice_audio_from"])
-    return answer == truth, f"you said {answer}"
+def _alice_source(answer, truth):
+    expected = audio_source(truth.session(ANCHORED), "alice")
+    said = _addr(answer["alice_audio_from"])
+    return said == expected, f"you said {said}"
 
 
-@check(NB, "rtp-streams", points=1,
+@check(NB, "rtp-streams", points=1, answers=("n_streams",),
        hint="one row of session.streams is one stream (one direction); len() counts rows")
-def _rtp_streams(ns):
-    truth = len(ns["session"].streams)
-    return int(ns["n_streams"]) == truth, f"you said {ns['n_streams']!r}"
+def _rtp_streams(answer, truth):
+    expected = len(truth.session(ANCHORED).streams)
+    return _int(answer["n_streams"]) == expected, f"you said {answer['n_streams']!r}"
 
 
-@check(NB, "rtp-legs", points=1,
+@check(NB, "rtp-legs", points=1, answers=("n_legs",),
        hint="a leg is a pair of addresses exchanging RTP: Bob↔? and ?↔Alice; two streams, one leg")
-def _rtp_legs(ns):
-    truth = rtp_legs(ns["session"])
-    return int(ns["n_legs"]) == truth, f"you said {ns['n_legs']!r}"
+def _rtp_legs(answer, truth):
+    expected = rtp_legs(truth.session(ANCHORED))
+    return _int(answer["n_legs"]) == expected, f"you said {answer['n_legs']!r}"
 
 
-@check(NB, "reinvite", points=1,
+@check(NB, "reinvite", points=1, answers=("reinvite_sdp_addr",),
        hint="in direct.sip keep the INVITEs sent by Asterisk to Bob that carry SDP; the "
             "re-INVITE is the first one (Bob sent the call's first INVITE himself)")
-def _reinvite(ns):
-    truth = reinvite_sdp_addr(ns["direct"], "bob")
-    answer = _addr(ns["reinvite_sdp_addr"])
-    return answer == truth, f"you said {answer}"
+def _reinvite(answer, truth):
+    expected = reinvite_sdp_addr(truth.session(DIRECT), "bob")
+    said = _addr(answer["reinvite_sdp_addr"])
+    return said == expected, f"you said {said}"
 
 
-@check(NB, "direct-path", points=1, hidden=True,
+@check(NB, "direct-path", points=1, hidden=True, answers=("bob_rtp_to",),
        hint="in direct.streams, where did Bob's packets go?")
-def _direct_path(ns):
-    truth = audio_destination(ns["direct"], "bob")
-    return _addr(ns["bob_rtp_to"]) == truth, ""
+def _direct_path(answer, truth):
+    expected = audio_destination(truth.session(DIRECT), "bob")
+    return _addr(answer["bob_rtp_to"]) == expected, ""
 
 
-@check(NB, "reinvite-count", points=1, hidden=True,
+@check(NB, "reinvite-count", points=1, hidden=True, answers=("n_reinvites",),
        hint="re-INVITEs are INVITEs inside an existing dialog: their To header carries a tag")
-def _reinvite_count(ns):
-    return int(ns["n_reinvites"]) == reinvites(ns["direct"]), ""
+def _reinvite_count(answer, truth):
+    return _int(answer["n_reinvites"]) == reinvites(truth.session(DIRECT)), ""

@@ -1,19 +1,30 @@
 """Checks of ``notebooks/02-nat.ipynb``.
 
-The notebook's labs, one per step: ``ns["session"]`` (home-pbx, no forward), ``ns["fix_a"]``
-(forwards only), ``ns["fix_b"]`` (forwards + external address), ``ns["ddns"]`` (the box moves,
-DDNS), ``ns["sym"]`` (vps-pbx, symmetric handling), ``ns["alg"]`` (vps-pbx, SIP ALG) and
-``ns["direct"]`` (vps-pbx with direct media: ALG on, then off with symmetric handling).
-Every truth is read from their captures (the Internet side of the box) or from the
-conversations they measured (what each phone heard); a check also fails when the student's
+The notebook's labs, one session per step (the notebook's variable in brackets):
+``02-no-forward`` (home-pbx, no forward: ``session``), ``02-forward`` (forwards only:
+``fix_a``), ``02-external`` (forwards + external address: ``fix_b``), ``02-ddns`` (the box
+moves, DDNS: ``ddns``), ``02-vps`` (vps-pbx: ``vps``), ``02-vps-symmetric`` (symmetric
+handling: ``sym``), ``02-vps-alg`` (SIP ALG: ``alg``) and ``02-vps-direct`` (direct media:
+ALG on, then off with symmetric handling: ``direct``).  Every truth is read from their
+captures (the Internet side of the box) or from the conversations they measured (what each
+phone heard), opened by the checking code (``truth.session``); a check also fails when the
 lab does not show the fixed behaviour, whatever the answer.
 """
 from __future__ import annotations
 
 from labkit.addresses import is_rfc1918
-from labkit.grading.checks import check
+from labkit.grading.checks import check, recording
 
 NB = "02-nat"
+HOME, VPS = ("lan", "internet"), ("lan", "internet")
+NO_FORWARD = recording(NB, "02-no-forward", "home-pbx", capture=HOME).name
+FIX_A = recording(NB, "02-forward", "home-pbx", capture=HOME).name
+FIX_B = recording(NB, "02-external", "home-pbx", capture=HOME).name
+DDNS = recording(NB, "02-ddns", "home-pbx", capture=("internet",)).name
+recording(NB, "02-vps", "vps-pbx", capture=VPS)
+SYM = recording(NB, "02-vps-symmetric", "vps-pbx", capture=VPS).name
+ALG = recording(NB, "02-vps-alg", "vps-pbx", capture=VPS).name
+DIRECT = recording(NB, "02-vps-direct", "vps-pbx", capture=("lan",), overrides={"pbx": {"direct_media": True}}).name
 
 
 # -- truths, from the captures and the conversations ----------------------------------------------
@@ -97,136 +108,142 @@ def _addr(value) -> str:
 
 
 def _bool(value) -> bool:
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    if not isinstance(value, bool):
         raise TypeError(f"expected True or False, not {value!r}")
-    return bool(value)
+    return value
 
 
-def _two_way(ns, session_name: str, variable: str, conversation: int = -1):
-    truth = heard(ns[session_name], conversation)
-    answer = _bool(ns[variable])
-    deaf = [p for p, ok in truth.items() if not ok]
+def _int(value) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number, not {value!r}")
+    return int(value)
+
+
+def _two_way(answer, truth, session_name: str, variable: str, conversation: int = -1):
+    expected = heard(truth.session(session_name), conversation)
+    said = _bool(answer[variable])
+    deaf = [p for p, ok in expected.items() if not ok]
     if deaf:
         return False, (f"in your lab {' and '.join(deaf)} did not hear the other: the fix is not in "
-                       f"place (you said {answer})")
-    return answer is True, f"you said {answer}"
+                       f"place (you said {said})")
+    return said is True, f"you said {said}"
 
 
 # -- checks ----------------------------------------------------------------------------------------
-@check(NB, "no-forward-unanswered", points=1,
+@check(NB, "no-forward-unanswered", points=1, answers=("unanswered_registers",),
        hint="keep the rows of wan whose method is REGISTER and whose src is session.address('bob'); count them")
-def _no_forward_unanswered(ns):
-    session = ns["session"]
+def _no_forward_unanswered(answer, truth):
+    session = truth.session(NO_FORWARD)
     sent, answered = len(bob_registers(session)), len(answers_to_bob(session))
     if answered:
         return False, f"this capture shows {answered} answers to Bob: his REGISTERs did reach Asterisk"
-    answer = int(ns["unanswered_registers"])
-    return sent > 0 and answer == sent, f"you said {answer}"
+    said = _int(answer["unanswered_registers"])
+    return sent > 0 and said == sent, f"you said {said}"
 
 
-@check(NB, "fix-a-sdp-leak", points=1,
+@check(NB, "fix-a-sdp-leak", points=1, answers=("leaked_sdp_addr",),
        hint="rows with status_code 200, cseq_method INVITE, has_sdp, dst Bob's address: read sdp_c_addr")
-def _fix_a_sdp_leak(ns):
-    truth = answer_sdp_to_bob(ns["fix_a"])
-    answer = _addr(ns["leaked_sdp_addr"])
-    return answer == truth and is_rfc1918(truth), f"you said {answer}"
+def _fix_a_sdp_leak(answer, truth):
+    expected = answer_sdp_to_bob(truth.session(FIX_A))
+    said = _addr(answer["leaked_sdp_addr"])
+    return said == expected and is_rfc1918(expected), f"you said {said}"
 
 
-@check(NB, "fix-a-one-way", points=1,
+@check(NB, "fix-a-one-way", points=1, answers=("deaf_phone",),
        hint="the one_way table has one row per listener; heard_the_other is False for the deaf one")
-def _fix_a_one_way(ns):
-    truth = heard(ns["fix_a"], 0)
-    deaf = [p for p, ok in truth.items() if not ok]
+def _fix_a_one_way(answer, truth):
+    expected = heard(truth.session(FIX_A), 0)
+    deaf = [p for p, ok in expected.items() if not ok]
     if len(deaf) != 1:
         return False, "in your lab this call was not one-way: " + ", ".join(
-            f"{p} {'heard' if ok else 'did not hear'}" for p, ok in truth.items())
-    answer = str(ns["deaf_phone"]).strip().lower()
-    return answer == deaf[0], f"you said {answer}"
+            f"{p} {'heard' if ok else 'did not hear'}" for p, ok in expected.items())
+    said = str(answer["deaf_phone"]).strip().lower()
+    return said == deaf[0], f"you said {said}"
 
 
-@check(NB, "fix-b-two-way", points=1,
+@check(NB, "fix-b-two-way", points=1, answers=("both_heard",),
        hint="after_b.heard_the_other holds one True/False per listener: are they all True?")
-def _fix_b_two_way(ns):
-    return _two_way(ns, "fix_b", "both_heard")
+def _fix_b_two_way(answer, truth):
+    return _two_way(answer, truth, FIX_B, "both_heard")
 
 
-@check(NB, "fix-b-no-private-sdp", points=1,
+@check(NB, "fix-b-no-private-sdp", points=1, answers=("private_sdp_out",),
        hint="fix_b.table('sip', 'internet').sdp_c_addr: count the values starting with 192.168.")
-def _fix_b_no_private_sdp(ns):
-    truth = private_sdp_count(wan(ns["fix_b"]))
-    answer = int(ns["private_sdp_out"])
-    if truth:
-        return False, (f"{truth} SIP messages on the Internet side still announce a private address: "
-                       f"Asterisk's external address is not set (you said {answer})")
-    return answer == truth, f"you said {answer}"
+def _fix_b_no_private_sdp(answer, truth):
+    expected = private_sdp_count(wan(truth.session(FIX_B)))
+    said = _int(answer["private_sdp_out"])
+    if expected:
+        return False, (f"{expected} SIP messages on the Internet side still announce a private address: "
+                       f"Asterisk's external address is not set (you said {said})")
+    return said == expected, f"you said {said}"
 
 
-@check(NB, "ddns-register", points=1,
+@check(NB, "ddns-register", points=1, answers=("registered_to",),
        hint="the last row of reg with status_code 200: its src is where Bob's REGISTER went")
-def _ddns_register(ns):
-    session = ns["ddns"]
-    truth = last_register_ok_from(session)
-    if truth != ddns_address(session):
-        return False, f"Bob's last registration was answered by {truth}, not by the box's new address"
-    answer = _addr(ns["registered_to"])
-    return answer == truth, f"you said {answer}"
+def _ddns_register(answer, truth):
+    session = truth.session(DDNS)
+    expected = last_register_ok_from(session)
+    if expected != ddns_address(session):
+        return False, f"Bob's last registration was answered by {expected}, not by the box's new address"
+    said = _addr(answer["registered_to"])
+    return said == expected, f"you said {said}"
 
 
-@check(NB, "ddns-two-way", points=1,
+@check(NB, "ddns-two-way", points=1, answers=("ddns_both_heard",),
        hint="after_ddns.heard_the_other: are both True?")
-def _ddns_two_way(ns):
-    return _two_way(ns, "ddns", "ddns_both_heard")
+def _ddns_two_way(answer, truth):
+    return _two_way(answer, truth, DDNS, "ddns_both_heard")
 
 
-@check(NB, "symmetric-two-way", points=1,
+@check(NB, "symmetric-two-way", points=1, answers=("sym_both_heard",),
        hint="after_sym.heard_the_other: are both True?")
-def _symmetric_two_way(ns):
-    return _two_way(ns, "sym", "sym_both_heard")
+def _symmetric_two_way(answer, truth):
+    return _two_way(answer, truth, SYM, "sym_both_heard")
 
 
-@check(NB, "symmetric-still-private", points=1,
+@check(NB, "symmetric-still-private", points=1, answers=("private_left_box",),
        hint="keep the rows of sym's Internet-side SIP table sent from 198.51.100.1; count the private sdp_c_addr")
-def _symmetric_still_private(ns):
-    session = ns["sym"]
+def _symmetric_still_private(answer, truth):
+    session = truth.session(SYM)
     sip = wan(session)
-    truth = private_sdp_count(sip[sip.src == public_address(session)])
-    answer = int(ns["private_left_box"])
-    return truth > 0 and answer == truth, f"you said {answer}"
+    expected = private_sdp_count(sip[sip.src == public_address(session)])
+    said = _int(answer["private_left_box"])
+    return expected > 0 and said == expected, f"you said {said}"
 
 
-@check(NB, "alg-rewrites", points=1,
+@check(NB, "alg-rewrites", points=1, answers=("alg_sdp_addr",),
        hint="INVITEs of alg's Internet side, sent from 198.51.100.1 after the mark 'alg': read sdp_c_addr")
-def _alg_rewrites(ns):
-    session = ns["alg"]
-    truth = alg_invite_sdp(session)
-    if truth != public_address(session):
-        return False, f"the INVITE left the box with c={truth}: the ALG did not rewrite it"
-    answer = _addr(ns["alg_sdp_addr"])
-    return answer == truth, f"you said {answer}"
+def _alg_rewrites(answer, truth):
+    session = truth.session(ALG)
+    expected = alg_invite_sdp(session)
+    if expected != public_address(session):
+        return False, f"the INVITE left the box with c={expected}: the ALG did not rewrite it"
+    said = _addr(answer["alg_sdp_addr"])
+    return said == expected, f"you said {said}"
 
 
-@check(NB, "alg-two-way", points=1, hidden=True,
+@check(NB, "alg-two-way", points=1, hidden=True, answers=("alg_both_heard",),
        hint="after_alg.heard_the_other: are both True?")
-def _alg_two_way(ns):
-    return _two_way(ns, "alg", "alg_both_heard", conversation=0)
+def _alg_two_way(answer, truth):
+    return _two_way(answer, truth, ALG, "alg_both_heard", conversation=0)
 
 
-@check(NB, "alg-direct-media-lost", points=1,
+@check(NB, "alg-direct-media-lost", points=1, answers=("alg_media_dst",),
        hint="the rows of streams where alg_on is True: read dst")
-def _alg_direct_media_lost(ns):
-    session = ns["direct"]
+def _alg_direct_media_lost(answer, truth):
+    session = truth.session(DIRECT)
     heard_with_alg = heard(session, 0)
     if any(heard_with_alg.values()):
         return False, ("in your lab a phone heard the other with the ALG on and direct media: "
                        "the lab was not set up as in the notebook")
-    truth = media_destinations_with_alg(session)
-    if truth != {public_address(session)}:
-        return False, f"in your lab the phones sent RTP to {sorted(truth)}, not to the box's public address"
-    answer = _addr(ns["alg_media_dst"])
-    return answer in truth, f"you said {answer}"
+    expected = media_destinations_with_alg(session)
+    if expected != {public_address(session)}:
+        return False, f"in your lab the phones sent RTP to {sorted(expected)}, not to the box's public address"
+    said = _addr(answer["alg_media_dst"])
+    return said in expected, f"you said {said}"
 
 
-@check(NB, "lan-direct-two-way", points=1,
+@check(NB, "lan-direct-two-way", points=1, answers=("lan_direct_both_heard",),
        hint="lan_direct.heard_the_other: are both True?")
-def _lan_direct_two_way(ns):
-    return _two_way(ns, "direct", "lan_direct_both_heard")
+def _lan_direct_two_way(answer, truth):
+    return _two_way(answer, truth, DIRECT, "lan_direct_both_heard")

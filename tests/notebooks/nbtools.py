@@ -28,6 +28,8 @@ DIFF_REPLACE = (
     ("/cells/*/outputs", r'nonce="[^"]*"', 'nonce="NONCE"'),
     ("/cells/*/outputs", r"\b\d{4}-\d{2}-\d{2}\b", "DATE"),
     ("/cells/*/outputs", r"\b\d{2}:\d{2}:\d{2}(\.\d+)?\b", "TIME"),
+    # The clone itself may live anywhere (CI clones under /check/...): its root first.
+    ("/cells/*/outputs", re.escape(str(ROOT)) + r"/[\w./-]*", "/PATH"),
     ("/cells/*/outputs", r"(?<![\w.])/(?:var|tmp|home|root|work|srv|opt)/[\w./-]*", "/PATH"),
     ("/cells/*/outputs", r"at 0x[0-9a-fA-F]+>", "at 0xADDR>"),
 )

@@ -26,7 +26,8 @@ EXPECTED_PACKETS = {"modern": [152, 152, 152, 152], "legacy": [152, 152, 152, 15
 def test_manifest_describes_each_capture():
     assert set(REFERENCE) == set(TRACKS)
     listed = {entry["file"] for entry in MANIFEST["captures"]}
-    assert listed == {str(p.relative_to(DATA)) for p in (DATA / "captures").glob("*.pcap")}
+    on_disk = {p for pattern in ("*.pcap", "*.pcapng") for p in (DATA / "captures").glob(pattern)}
+    assert listed == {str(p.relative_to(DATA)) for p in on_disk}
     for entry in MANIFEST["captures"]:
         path = DATA / entry["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], path

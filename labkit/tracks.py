@@ -50,12 +50,16 @@ class Commands:
     contacts: str       # where registered phones are
     channel_stats: str  # RTP statistics of the calls in progress
     reload: str         # re-read the SIP configuration
+    registry: str = ""  # the registrations Asterisk makes itself (a trunk's)
+    trunk_status: str = ""  # reachability of SIP peers (qualify's OPTIONS)
 
 
 def _sip_peers(events: list[dict]) -> dict[str, str]:
-    """chan_sip's AMI ``SIPpeers``: one PeerEntry per peer, with its address when registered."""
+    """chan_sip's AMI ``SIPpeers``: one PeerEntry per peer, with its address when registered.
+    Only peers that register (``host=dynamic``): a trunk's peer has its carrier's address
+    without having registered to us."""
     return {e["ObjectName"]: f"{e['IPaddress']}:{e['IPport']}" for e in events
-            if e.get("Event") == "PeerEntry"
+            if e.get("Event") == "PeerEntry" and e.get("Dynamic", "yes") == "yes"
             and e.get("IPaddress") not in (None, "", "-none-", "(null)")}
 
 
@@ -67,6 +71,31 @@ def _pjsip_contacts(events: list[dict]) -> dict[str, str]:
             match = re.search(r"@([^;>]+)", event.get("Uri", ""))
             out[event.get("Endpoint", "")] = match.group(1) if match else event.get("Uri", "")
     return out
+
+
+# `pjsip show registrations` (modern): "carrier-reg/sip:sip.carrier.example  carrier-auth  Registered (exp. 590s)"
+_PJSIP_REGISTRY = re.compile(r"^\s*(?P<name>[^/\s<=]+)/(?P<uri>sips?:\S+)\s+(?P<auth>\S+)\s+(?P<state>[A-Z][a-z]+)",
+                             re.MULTILINE)
+# `sip show registry` (legacy): "proxy.carrier.example:5060  N  003319900123  585 Registered  <time>";
+# the state may be several words (Request Sent, No Authentication), the user is cut at 12 characters.
+_SIP_REGISTRY = re.compile(r"^(?P<name>\S+:\d+)\s+[YN]\s+(?P<user>\S+)\s+(?P<refresh>\d+)\s+"
+                           r"(?P<state>\S+(?: \S+)*?)(?:\s{2,}.*)?$", re.MULTILINE)
+
+
+def _registry(pattern: re.Pattern) -> Callable[[str], dict[str, str]]:
+    return lambda text: {m["name"]: m["state"] for m in pattern.finditer(text)}
+
+
+# `pjsip show contacts` (modern): "Contact:  carrier/sip:sip.carrier.example  5d4e…  Avail  1.234"
+_PJSIP_CONTACT = re.compile(r"^\s*Contact:\s+(?P<name>[^/\s]+)/\S+\s+\S+\s+(?P<status>[A-Z][A-Za-z]+)",
+                            re.MULTILINE)
+# `sip show peers` (legacy): "carrier/0033199001234  203.0.113.10  …  5060  OK (2 ms)"
+_SIP_PEER = re.compile(r"^(?P<name>[^/\s]+)(?:/\S+)?\s+\S+.*?\s(?P<status>OK \(\d+ ms\)|UNREACHABLE|"
+                       r"UNKNOWN|LAGGED \(\d+ ms\)|Unmonitored)\s*", re.MULTILINE)
+
+
+def _peer_status(pattern: re.Pattern) -> Callable[[str], dict[str, str]]:
+    return lambda text: {m["name"]: m["status"] for m in pattern.finditer(text)}
 
 
 # `pjsip show channelstats` (modern): BridgeId ChannelId UpTime Codec, then receive and
@@ -108,6 +137,12 @@ class Track:
     #: The prefix of this track's SIP CLI commands, and the other track's.
     cli_prefix: str = ""
     other_cli_prefix: str = ""
+    #: How to read ``commands.registry`` (registration → state, e.g. "Registered") and
+    #: ``commands.trunk_status`` (peer → "Avail" / "OK (2 ms)" / "Unavail" / "UNREACHABLE").
+    parse_registry: Callable[[str], dict[str, str]] = field(default=lambda text: {}, compare=False)
+    parse_trunk_status: Callable[[str], dict[str, str]] = field(default=lambda text: {}, compare=False)
+    #: The words its trunk-status command uses for a peer that answers OPTIONS.
+    reachable: tuple[str, ...] = ()
 
     def parse_channel_stats(self, text: str) -> list[dict]:
         """Rows of Asterisk's RTP statistics per channel: packets and losses each way."""
@@ -139,9 +174,12 @@ MODERN = Track(
     module_dir="/usr/lib/x86_64-linux-gnu/asterisk/modules",
     modules=_PJSIP_MODULES + _CORE_MODULES,
     commands=Commands(peers="pjsip show endpoints", contacts="pjsip show contacts",
-                      channel_stats="pjsip show channelstats", reload="pjsip reload"),
+                      channel_stats="pjsip show channelstats", reload="pjsip reload",
+                      registry="pjsip show registrations", trunk_status="pjsip show contacts"),
     registrations_action="PJSIPShowContacts", parse_registrations=_pjsip_contacts,
     channel_stats_pattern=_PJSIP_STATS, cli_prefix="pjsip ", other_cli_prefix="sip ",
+    parse_registry=_registry(_PJSIP_REGISTRY), parse_trunk_status=_peer_status(_PJSIP_CONTACT),
+    reachable=("Avail",),
 )
 
 LEGACY = Track(
@@ -151,9 +189,12 @@ LEGACY = Track(
     module_dir="/usr/lib/asterisk/modules",
     modules=_CHAN_SIP_MODULES + _CORE_MODULES,
     commands=Commands(peers="sip show peers", contacts="sip show peers",
-                      channel_stats="sip show channelstats", reload="sip reload"),
+                      channel_stats="sip show channelstats", reload="sip reload",
+                      registry="sip show registry", trunk_status="sip show peers"),
     registrations_action="SIPpeers", parse_registrations=_sip_peers,
     channel_stats_pattern=_SIP_STATS, cli_prefix="sip ", other_cli_prefix="pjsip ",
+    parse_registry=_registry(_SIP_REGISTRY), parse_trunk_status=_peer_status(_SIP_PEER),
+    reachable=("OK",),
 )
 
 #: Every track, the default first.

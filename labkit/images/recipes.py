@@ -72,6 +72,11 @@ class Recipe:
     hooks: tuple[str, ...] = _HOOKS
     variant: str = "minbase"
     recipe_version: int = RECIPE_VERSION
+    #: mmdebstrap --essential-hook commands: run after the Essential packages, *before*
+    #: the --include packages (and their maintainer scripts) are installed.
+    essential_hooks: tuple[str, ...] = ()
+    #: mmdebstrap --skip steps (e.g. ``chroot/policy-rc.d``: we write our own, permanent one).
+    skip: tuple[str, ...] = ()
     # -- verification only (not part of the key) --
     #: Paths relative to the rootfs; "a|b" means either, "*" globs (multiarch dirs).
     expect_files: tuple[str, ...] = field(default=(), compare=False)
@@ -91,6 +96,9 @@ class Recipe:
             "hooks": list(self.hooks),
             "variant": self.variant,
             "recipe_version": self.recipe_version,
+            # Only when used: a recipe without them keeps the key it always had.
+            **({"essential_hooks": list(self.essential_hooks)} if self.essential_hooks else {}),
+            **({"skip": list(self.skip)} if self.skip else {}),
         }
 
     @property
@@ -111,12 +119,24 @@ class Recipe:
         args += [f"--dpkgopt={opt}" for opt in self.dpkgopts]
         if self.packages:
             args.append("--include=" + ",".join(self.packages))
+        args += [f"--skip={step}" for step in self.skip]
+        args += [f"--essential-hook={hook}" for hook in self.essential_hooks]
         args += [f"--customize-hook={hook}" for hook in self.hooks]
         args += [self.suite, str(output), *self.mirrors]
         return args
 
 
 _ASTERISK_MODS_MODERN = "usr/lib/*/asterisk/modules/"  # multiarch path since Debian 12
+_KAMAILIO_MODS = "usr/lib/*/kamailio/modules/"
+# A package's postinst may start its daemon (kamailio's runs `invoke-rc.d kamailio start`).
+# mmdebstrap guards its own run with a temporary policy-rc.d and removes it at the end; the
+# image keeps a permanent one instead (invoke-rc.d(8): exit status 101 = "action forbidden"),
+# written before any --include package is configured, so no later `apt-get install` in the
+# image starts a daemon either.
+_POLICY_RC_D = (
+    'printf "#!/bin/sh\\n# labkit: never start services in this image\\nexit 101\\n"'
+    ' > "$1/usr/sbin/policy-rc.d"; chmod 0755 "$1/usr/sbin/policy-rc.d"'
+)
 _BARESIP_MODS = "usr/lib/baresip/modules/"
 
 RECIPES: dict[str, Recipe] = {
@@ -130,6 +150,10 @@ RECIPES: dict[str, Recipe] = {
             "sip-tester",  # SIPp 3.8, built with TLS, SCTP and PCAP play
             "baresip-core",  # the baresip binary and modules, without the GTK front end
             "dnsmasq-base",
+            # The carrier's outbound proxy and registrar (issue 12): all modules in one
+            # package; its SQL-free db_text tables (/usr/share/kamailio/dbtext) keep the
+            # registrations across a restart.
+            "kamailio",
             # dnsmasq-base Depends on "systemd | systemd-standalone-sysusers | ...":
             # naming the small alternative keeps all of systemd out of the image.
             "systemd-standalone-sysusers",
@@ -138,6 +162,8 @@ RECIPES: dict[str, Recipe] = {
             "iproute2",
             "procps",
         ),
+        essential_hooks=(_POLICY_RC_D,),
+        skip=("chroot/policy-rc.d",),
         expect_files=(
             "usr/sbin/asterisk",
             *(
@@ -151,6 +177,14 @@ RECIPES: dict[str, Recipe] = {
                 for m in ("ctrl_tcp.so", "aufile.so", "g711.so", "srtp.so", "sndfile.so")
             ),
             "usr/sbin/dnsmasq",
+            "usr/sbin/kamailio",
+            *(
+                _KAMAILIO_MODS + m
+                for m in ("tm.so", "registrar.so", "usrloc.so", "auth.so", "htable.so", "uac.so",
+                          "nathelper.so", "sanity.so", "db_text.so")
+            ),
+            "usr/share/kamailio/dbtext/kamailio/location",
+            "usr/sbin/policy-rc.d",
             "usr/bin/openssl",
             "usr/bin/ip|bin/ip|usr/sbin/ip",
             "usr/bin/ps|bin/ps",
@@ -162,6 +196,8 @@ RECIPES: dict[str, Recipe] = {
             ("baresip-core", "baresip", ""),
             ("openssl", "openssl", ""),
             ("dnsmasq-base", "dnsmasq", ""),
+            # carrier.cfg.j2 was checked against the 6.x module documentation.
+            ("kamailio", "kamailio", "6."),
         ),
         expect_linked=(("usr/bin/sipp", "libssl.so"),),
     ),

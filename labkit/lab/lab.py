@@ -28,18 +28,32 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from labkit import images, services, tracks
-from labkit.errors import DaemonError, EnvironmentProblem, LabStateError, ReadyTimeout
+from labkit.analysis import correlate, read_wav
+from labkit.errors import (
+    DaemonError,
+    EnvironmentProblem,
+    LabkitError,
+    LabStateError,
+    PhoneError,
+    ReadyTimeout,
+)
 from labkit.lab.cleanup import clean_record
+from labkit.lab.conversation import Conversation
 from labkit.net import netns
 from labkit.net.host import Host
 from labkit.net.natbox import NatBox
 from labkit.net.netns import Namespace
 from labkit.services.asterisk import Asterisk
+from labkit.services.asterisk.service import HOSTS_BY_HOST
 from labkit.services.asterisk.tls import make_lab_ca
 from labkit.services.baresip import Softphone
 from labkit.services.base import Credentials, LabContext, Service, check_ports, start_order
 from labkit.services.dnsmasq import DnsServer
+from labkit.services.kamailio import Kamailio
+from labkit.services.pstn import PstnExchange
 from labkit.services.sipp import SippResult, SippRun
 from labkit.services.tlsprobe import TlsProbe, TlsProbeResult
 from labkit.spec import LabSpec, draw_secrets, find_lab_file, load_spec, merge_overrides
@@ -69,13 +83,17 @@ class Lab:
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def load(cls, lab: str | Path, track: str = tracks.DEFAULT.name, name: str | None = None,
-             overrides: dict | None = None) -> Lab:
+             overrides: dict | None = None, variant: str | None = None) -> Lab:
         """Read and validate a lab file (by name, ``first-call``, or path).
 
         ``overrides`` changes the lab file's values for this run only, e.g.
-        ``{"pbx": {"direct_media": True}}`` (see :func:`labkit.spec.load_spec`).
+        ``{"pbx": {"direct_media": True}}`` (see :func:`labkit.spec.load_spec`);
+        ``variant`` starts from one of the file's named variants (``variants:``), e.g.
+        ``Lab.load("trunk-office", variant="wrong-password")``.
         """
         path = find_lab_file(lab)
+        if variant is not None:
+            overrides = merge_overrides(load_spec(path).variant(variant), overrides or {})
         return cls(load_spec(path, overrides), track=track, name=name, lab_file=path,
                    overrides=overrides)
 
@@ -130,8 +148,18 @@ class Lab:
 
     @property
     def pbx(self) -> Asterisk | None:
-        """The lab's Asterisk."""
-        return self._service_of(Asterisk)
+        """The lab's Asterisk (not the PSTN's exchange, an Asterisk too)."""
+        return next((s for s in self.services if type(s) is Asterisk), None)
+
+    @property
+    def carrier(self) -> Kamailio | None:
+        """The carrier's Kamailio, when the lab file declares ``carrier:``."""
+        return self._service_of(Kamailio)
+
+    @property
+    def pstn(self) -> PstnExchange | None:
+        """The PSTN's exchange (an Asterisk 22), when the lab file declares ``pstn:``."""
+        return self._service_of(PstnExchange)
 
     @property
     def dns(self) -> DnsServer | None:
@@ -317,9 +345,10 @@ class Lab:
 
     def _make_services(self, *, build_images: bool, progress: bool) -> list[Service]:
         made = _provide(self.context(build_images=build_images, progress=progress))
-        pbx = next((s for s in made if isinstance(s, Asterisk)), None)
+        pbx = next((s for s in made if type(s) is Asterisk), None)
+        pbx_phones = {p.name for p in self.spec.phones}
         for phone in made:
-            if isinstance(phone, Softphone) and pbx is not None:
+            if isinstance(phone, Softphone) and pbx is not None and phone.phone_name in pbx_phones:
                 # Re-registering waits for the PBX to drop the old binding (see
                 # Softphone.register_again): the phone asks its registrar through this.
                 phone.registrar_holds = _holds(pbx, phone.extension)
@@ -350,18 +379,32 @@ class Lab:
                 self.host(host.name).apply()
 
     def _write_lab_files(self) -> None:
-        spec = self.spec
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_hosts_files()
+        if self.uses_tls:
+            make_lab_ca(self.pki_dir, self.name)
+
+    def _write_hosts_files(self) -> None:
+        """The lab's ``hosts`` and ``resolv.conf``, and the same per host (``by-host/<host>/``)
+        with the host's own entries of the lab file's ``etc_hosts`` added (rewritten in place
+        on a reconfigure: the sandboxes bind the files, not copies)."""
+        spec = self.spec
         hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         hosts += [f"{h.interfaces[0].address}\t{h.name}.{self.name}.test {h.name}" for h in spec.hosts]
-        self.etc_dir.mkdir(parents=True, exist_ok=True)
-        (self.etc_dir / "hosts").write_text("\n".join(hosts) + "\n")
         # No resolver outside the lab: the lab's DNS server if it has one, else the host's
         # own loopback, where queries fail at once.
         nameserver = spec.address_of(spec.dns.host) if spec.dns else "127.0.0.1"
-        (self.etc_dir / "resolv.conf").write_text(f"nameserver {nameserver}\noptions timeout:1 attempts:1\n")
-        if self.uses_tls:
-            make_lab_ca(self.pki_dir, self.name)
+        resolv = f"nameserver {nameserver}\noptions timeout:1 attempts:1\n"
+        self.etc_dir.mkdir(parents=True, exist_ok=True)
+        (self.etc_dir / "hosts").write_text("\n".join(hosts) + "\n")
+        (self.etc_dir / "resolv.conf").write_text(resolv)
+        for host in spec.hosts:
+            own = self.etc_dir / HOSTS_BY_HOST / host.name
+            own.mkdir(parents=True, exist_ok=True)
+            extra = [f"{address}\t{name}\t# etc_hosts in the lab file"
+                     for name, address in spec.etc_hosts.get(host.name, {}).items()]
+            (own / "hosts").write_text("\n".join(hosts + extra) + "\n")
+            (own / "resolv.conf").write_text(resolv)
 
     def _check_tls_listens(self) -> None:
         if self.uses_tls and self.pbx is not None and not self.pbx.tls_listens():
@@ -375,15 +418,68 @@ class Lab:
                      f"log: {self.pbx.log_dir / 'messages'}; for a lab broken on purpose: "
                      "up(wait_registered=False)")
 
-    def reconfigure(self, pbx: dict) -> None:
-        """Change PBX settings of the running lab, e.g. ``{"nat": {"symmetric": True}}``;
-        the configuration is rendered again (same secrets) and Asterisk restarted."""
-        overrides = merge_overrides(self.overrides, {"pbx": pbx})
-        spec = load_spec(self.lab_file, overrides)
+    def reconfigure(self, pbx: dict | None = None, **sections) -> None:
+        """Change settings of the running lab, e.g. ``{"nat": {"symmetric": True}}`` for the
+        PBX, or another section by its name (``dns=``, ``carrier=``, ``pstn=``, ``etc_hosts=``);
+        a ``None`` removes a key (back to its default).  What changed is rendered again (same
+        secrets) and restarted; Asterisk always is."""
+        changes = {**sections, **({"pbx": pbx} if pbx is not None else {})}
+        self._apply(merge_overrides(self.overrides, changes), restart_pbx=True)
+
+    def switch(self, variant: str | None) -> None:
+        """Run the lab as one of its file's named variants (``None``: as the file says),
+        e.g. ``lab.switch("wrong-password")`` then ``lab.switch(None)`` to fix it; the
+        services whose sections differ are rendered again and restarted."""
+        spec = load_spec(self.lab_file)
+        self._apply(spec.variant(variant) if variant else {}, restart_pbx=False)
+
+    def _apply(self, overrides: dict, *, restart_pbx: bool) -> None:
+        old, spec = self.spec, load_spec(self.lab_file, overrides)
+        changed = {name for name in type(spec).model_fields
+                   if getattr(old, name) != getattr(spec, name)}
         self.spec, self.overrides = spec, overrides
         self.record.info["overrides"] = overrides
         self.record.save()
-        self.pbx.reconfigure(spec)
+        self._write_hosts_files()
+        # In start order (the DNS server and the carrier before the PBX, which registers at
+        # boot): each service whose lab file sections changed is rendered again and restarted.
+        for service in [s for wave in start_order(self.services) for s in wave]:
+            watched = set(getattr(service, "sections", ()))
+            if watched & changed or (restart_pbx and service is self.pbx):
+                service.reconfigure(spec)
+
+    def talk(self, caller: str, target: str, callee: str, *, seconds: float = 3.0,
+             answer_timeout: float = 20.0) -> Conversation:
+        """A call from phone ``caller`` to ``target`` (an extension or a number) that phone
+        ``callee`` answers — through the trunk and the PSTN too — measured from both ends,
+        like :func:`labkit.lab.conversation.talk`.  Each correlation is taken on the last
+        ``seconds`` of what a phone received, after the answer; ``heard`` keeps everything
+        it received, early media (an announcement before the answer) included."""
+        phones = [self.phone(caller), self.phone(callee)]
+        earlier = {p.phone_name: set(p.record_dir.glob("dump-*-dec.wav")) for p in phones}
+        call = phones[0].call(target)
+        conversation = Conversation(caller, callee, established=False)
+        try:
+            call.wait_established(answer_timeout)
+            conversation.established = True
+            time.sleep(seconds)
+            conversation.channel_stats = self.pbx.channel_stats()
+        except LabkitError as exc:
+            conversation.error = exc.message
+        finally:
+            for phone in phones:  # both ends: a lost BYE must not keep a call open
+                try:
+                    phone.command("hangup")
+                except PhoneError:
+                    pass
+            time.sleep(0.3)  # sndfile writes the WAV header when the call's audio closes
+        for listener, speaker in ((phones[0], phones[1]), (phones[1], phones[0])):
+            heard = _new_recordings(listener.record_dir, earlier[listener.phone_name])
+            conversation.heard[listener.phone_name] = heard
+            said, _ = read_wav(speaker.audio_file)
+            tail = heard[-int((seconds - 0.5) * 8000):] if conversation.established else heard[:0]
+            conversation.correlation[listener.phone_name] = correlate(tail, said) if tail.size else 0.0
+        return conversation
 
     # -- state ---------------------------------------------------------------------------
     def wait_registered(self, timeout: float = REGISTRATION_TIMEOUT) -> dict[str, str]:
@@ -432,22 +528,38 @@ class Lab:
                 boxes[host.name] = {"public address": box.public_address,
                                     "forwards": ", ".join(forwards) or "none",
                                     "SIP ALG": "on" if box.nat.sip_alg else "off"}
+        trunk = {}
+        if self.spec.pbx.trunk is not None and self.pbx is not None and self.pbx.running():
+            try:  # the trunk's registration with the carrier, as the CLI shows it
+                trunk = {self.spec.pbx.trunk.name: self.pbx.trunk_state() or "not registering"}
+            except Exception as exc:
+                trunk = {"error": str(exc)}
         return {
             "lab": self.name, "track": self.track.name, "dir": str(self.dir),
             "hosts": {h.name: [str(i.address) for i in h.interfaces] for h in self.spec.hosts},
-            "daemons": daemons, "registrations": registrations, "boxes": boxes,
+            "daemons": daemons, "registrations": registrations, "boxes": boxes, "trunk": trunk,
         }
 
     # -- down -----------------------------------------------------------------------------
     def down(self) -> None:
-        """Stop every service, delete every namespace and temporary dir this lab recorded."""
-        running = self._all_services()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
-            for future in [pool.submit(s.stop) for s in running]:
-                try:
-                    future.result()
-                except Exception:
-                    pass  # whatever did not stop is killed through the record below
+        """Stop every service, delete every namespace and temporary dir this lab recorded.
+
+        Services stop in the reverse of their start waves (phones, then Asterisk, then the
+        carrier and the DNS), each wave in parallel: a daemon's goodbye (a phone's or a
+        trunk's un-REGISTER) is answered instead of waited for until its stop timeout."""
+        dumpcaps = [d for capture in self.captures for d in capture.dumpcaps]
+        try:
+            waves = list(reversed(start_order(self.services)))
+        except DaemonError:
+            waves = [self.services]
+        waves = [[*dumpcaps, *waves[0]], *waves[1:]] if waves else [dumpcaps]
+        for wave in waves:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
+                for future in [pool.submit(s.stop) for s in wave]:
+                    try:
+                        future.result()
+                    except Exception:
+                        pass  # whatever did not stop is killed through the record below
         clean_record(self.record)
         self.owner = False
         atexit.unregister(self._down_at_exit)
@@ -477,6 +589,25 @@ class Lab:
 
 def _provide(context: LabContext) -> list[Service]:
     return [service for provider in services.PROVIDERS for service in provider.provide(context)]
+
+
+def _new_recordings(directory: Path, earlier: set[Path], wait: float = 3.0) -> np.ndarray:
+    """Everything baresip recorded in files that are not in ``earlier`` (one per call, or two
+    when early media and the answered call come apart), oldest first.  sndfile writes a WAV
+    header when the call's audio closes, which takes longer on a busy machine: a file that
+    cannot be read yet is waited for, up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        files = sorted(set(directory.glob("dump-*-dec.wav")) - earlier, key=lambda p: p.stat().st_mtime)
+        parts = []
+        for path in files:
+            try:
+                parts.append(read_wav(path)[0])
+            except LabkitError:
+                break  # not finished yet
+        if len(parts) == len(files) or time.monotonic() > deadline:
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+        time.sleep(0.1)
 
 
 def _holds(pbx: Asterisk, extension: str):

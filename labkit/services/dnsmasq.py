@@ -6,6 +6,13 @@ the *name* (a phone's registrar, Asterisk's ``externhost``/external address) rec
 dnsmasq takes the records from a hosts-format file it re-reads on SIGHUP, which is what
 :meth:`DnsServer.update` does — an update the way router firmwares drive dnsmasq, rather
 than RFC 2136 dynamic update, which dnsmasq does not implement.
+
+For the trunk labs it also plays the carrier's DNS: a CNAME in front of the proxy's name
+(as the report's ``nslookup`` showed), and for a SIP domain the NAPTR → SRV → A chain of
+RFC 3263 §4 — or nothing at all, which is how the report met it.  Names of the reserved
+zones it does not know get NXDOMAIN (``--local``), never a forwarded query.  CNAME, SRV and
+NAPTR records are command-line options: changing them restarts dnsmasq
+(:meth:`DnsServer.reconfigure`), which takes milliseconds.
 """
 from __future__ import annotations
 
@@ -16,6 +23,10 @@ from labkit import tracks
 from labkit.errors import DaemonError
 from labkit.services.base import LabContext, Port, Service, ServiceContext
 from labkit.services.sandbox import Sandbox
+from labkit.spec.model import LabSpec
+
+#: The zones the lab's DNS server answers for by itself (RFC 2606, RFC 6761).
+LOCAL_ZONES = ("example", "test", "invalid")
 
 
 class DnsServer(Service):
@@ -23,11 +34,18 @@ class DnsServer(Service):
 
     kind = "dnsmasq"
     ready_timeout = 5.0
+    #: The lab file sections its configuration is made from (see Lab.reconfigure).
+    sections = ("dns",)
 
-    def __init__(self, context: ServiceContext, *, address: str, records: dict[str, str]):
+    def __init__(self, context: ServiceContext, *, address: str, records: dict[str, str],
+                 cnames: dict[str, str] | None = None, srv: list[dict] | None = None,
+                 naptr: list[dict] | None = None):
         super().__init__(context)
         self.address = address
         self.initial_records = records
+        self.cnames = dict(cnames or {})
+        self.srv = list(srv or [])
+        self.naptr = list(naptr or [])
         self.records_file = context.state_dir / "records"
 
     def ports(self) -> list[Port]:
@@ -47,11 +65,38 @@ class DnsServer(Service):
         # re-read on SIGHUP; TTL 0 so that a DDNS update is seen at once.
         return ["dnsmasq", "--keep-in-foreground", "--no-daemon", "--no-resolv", "--no-hosts",
                 "--no-poll", "--addn-hosts=/srv/dns/records", "--local-ttl=0",
+                f"--local=/{'/'.join(LOCAL_ZONES)}/",
                 f"--listen-address={self.address}", "--bind-interfaces", "--log-queries",
-                "--log-facility=-", "--user=root", "--group=root"]
+                "--log-facility=-", "--user=root", "--group=root", *self.record_options()]
+
+    def record_options(self) -> list[str]:
+        """dnsmasq(8)'s --cname, --srv-host and --naptr-record options for the lab's records."""
+        options = [f"--cname={alias},{target}" for alias, target in sorted(self.cnames.items())]
+        options += [f"--srv-host={r['name']},{r['target']},{r['port']},{r['priority']},{r['weight']}"
+                    for r in self.srv]
+        # <name>,<order>,<preference>,<flags>,<service>,<regexp>,<replacement>: no regexp here.
+        options += [f"--naptr-record={r['name']},{r['order']},{r['preference']},{r['flags']},"
+                    f"{r['service']},,{r['replacement']}" for r in self.naptr]
+        return options
+
+    def reconfigure(self, spec: LabSpec) -> None:
+        """Serve the records of ``spec``'s ``dns:`` section (a restart: see the module doc)."""
+        settings = dns_settings(spec)
+        self.initial_records = settings.pop("records")
+        self.cnames, self.srv, self.naptr = settings["cnames"], settings["srv"], settings["naptr"]
+        self.render()
+        self.stop()
+        self.start()
+        self.wait_ready()
 
     def ready(self) -> bool:
         return self._dig("ready.labkit.test").returncode == 0
+
+    def request_stop(self) -> None:
+        # dnsmasq exits at once on SIGTERM (dnsmasq(8)): no need to wait for the stop timeout.
+        daemon = self.payload()
+        if daemon is not None:
+            daemon.terminate()
 
     def records(self) -> dict[str, str]:
         out = {}
@@ -83,14 +128,29 @@ class DnsServer(Service):
         raise DaemonError(f"dnsmasq did not pick up {name} → {address}.", hint=f"its log: {self.log_path}")
 
     def resolve(self, name: str) -> str | None:
-        """Ask the lab's DNS server for ``name``'s A record, as a lab host would."""
+        """Ask the lab's DNS server for ``name``'s A record, as a lab host would (the
+        address at the end of a CNAME chain)."""
         result = self._dig(name)
-        lines = [line for line in result.stdout.split() if line]
-        return lines[0] if result.returncode == 0 and lines else None
+        lines = [line for line in result.stdout.split() if line and line[0].isdigit()]
+        return lines[-1] if result.returncode == 0 and lines else None
 
-    def _dig(self, name: str):
+    def lookup(self, name: str, rtype: str = "A") -> list[str]:
+        """The answers to one query (``dig +short``), e.g. ``lookup("sip.carrier.example",
+        "NAPTR")``; empty for NXDOMAIN or no data."""
+        result = self._dig(name, rtype)
+        return [line for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
+
+    def _dig(self, name: str, rtype: str = "A"):
         return self.namespace.run(["dig", "+short", "+time=1", "+tries=1", f"@{self.address}",
-                                   name, "A"], check=False, timeout=5)
+                                   name, rtype], check=False, timeout=5)
+
+
+def dns_settings(spec: LabSpec) -> dict:
+    """The records of a lab file's ``dns:`` section, as :class:`DnsServer` takes them."""
+    dns = spec.dns
+    return dict(records={name: str(addr) for name, addr in dns.records.items()},
+                cnames=dict(dns.cnames), srv=[r.model_dump() for r in dns.srv],
+                naptr=[r.model_dump() for r in dns.naptr])
 
 
 def provide(lab: LabContext) -> list[Service]:
@@ -99,5 +159,4 @@ def provide(lab: LabContext) -> list[Service]:
     if dns is None:
         return []
     return [DnsServer(lab.service_context(dns.host, DnsServer.kind, image=tracks.TOOLS_IMAGE),
-                      address=str(lab.spec.address_of(dns.host)),
-                      records={name: str(addr) for name, addr in dns.records.items()})]
+                      address=str(lab.spec.address_of(dns.host)), **dns_settings(lab.spec))]

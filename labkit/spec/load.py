@@ -54,10 +54,30 @@ def load_spec(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
 
 
 def merge_overrides(base: Any, extra: Any) -> Any:
-    """Nested dicts merge key by key; any other value in ``extra`` replaces the base's."""
+    """Nested dicts merge key by key; any other value in ``extra`` replaces the base's.
+
+    A ``None`` is kept as it is: merged into a lab file's data (:func:`apply_overrides`)
+    it removes the key, so overrides merged into overrides keep saying so.
+    """
     if isinstance(base, dict) and isinstance(extra, dict):
         return {**base, **{k: merge_overrides(base.get(k), v) for k, v in extra.items()}}
     return extra
+
+
+def apply_overrides(data: Any, overrides: Any) -> Any:
+    """``overrides`` merged into a lab file's ``data``; a ``None`` removes the key, which
+    takes it back to its default (``{"dns": {"records": {"sip.carrier.example": None}}}``
+    drops one DNS record, ``{"pbx": {"trunk": {"proxy": None}}}`` the trunk's proxy)."""
+    if isinstance(overrides, dict):
+        base = data if isinstance(data, dict) else {}
+        merged = dict(base)
+        for key, value in overrides.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = apply_overrides(base.get(key), value)
+        return merged
+    return overrides
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -91,17 +111,46 @@ def parse_spec(text: str, source: str = "<lab>", overrides: dict[str, Any] | Non
             f"{source}: a lab file must be a mapping (name:, networks:, hosts:, pbx:, phones:).",
             hint="start from configs/labs/first-call.yaml",
         )
+    file_data = data
     if overrides:
-        data = merge_overrides(data, overrides)
+        data = apply_overrides(data, overrides)
+    problems = _problems_of(data)
+    if problems:
+        raise _problems_error(source, problems, root, overrides)
+    problems = _variant_problems(file_data)
+    if problems:
+        raise _problems_error(source, problems, root)
+    return LabSpec.model_validate(data)
+
+
+def _problems_of(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every problem of a lab's data: its shape (pydantic), then its cross-references."""
     try:
         spec = LabSpec.model_validate(data)
     except ValidationError as exc:
-        problems = [(_loc(err["loc"]), _describe(err)) for err in exc.errors()]
-        raise _problems_error(source, problems, root, overrides) from None
-    problems = check_references(spec)
-    if problems:
-        raise _problems_error(source, problems, root, overrides)
-    return spec
+        return [(_loc(err["loc"]), _describe(err)) for err in exc.errors()]
+    return check_references(spec)
+
+
+def _variant_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each named variant must make a valid lab too: its problems are reported in the file,
+    at the variant's overrides (or at the variant, with the place it breaks)."""
+    problems = []
+    variants = data.get("variants") or {}
+    if not isinstance(variants, dict):
+        return []
+    base = {k: v for k, v in data.items() if k != "variants"}
+    for name, variant in variants.items():
+        overrides = variant.get("overrides") if isinstance(variant, dict) else None
+        if not isinstance(overrides, dict):
+            continue  # the shape check of the file itself reports it
+        merged = apply_overrides(base, {k: v for k, v in overrides.items() if k != "variants"})
+        for place, message in _problems_of(merged):
+            if _overridden(place, overrides):
+                problems.append((f"variants.{name}.overrides.{place}", message))
+            else:
+                problems.append((f"variants.{name}", f"{place}: {message}"))
+    return problems
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -15,6 +15,7 @@ problem, in :mod:`labkit.spec.load`.
 """
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
 import secrets
@@ -217,6 +218,7 @@ class Pbx(_Strict):
     nat: PbxNat = Field(default_factory=PbxNat, description="NAT traversal settings.")
     tls: PbxTls = Field(default_factory=PbxTls, description="SIP over TLS, when transports has tls.")
     media: PbxMedia = Field(default_factory=PbxMedia, description="Media encryption (SRTP) and RTP profile.")
+    trunk: Trunk | None = Field(default=None, description="A SIP trunk to the lab's carrier.")
     endpoints: list[Endpoint] = Field(min_length=1)
     dialplan: dict[str, list[str]] = Field(
         description="Context name -> lines of extensions.conf; '{{ tech }}' becomes SIP or PJSIP.")
@@ -249,25 +251,249 @@ class Phone(_Strict):
                                     "(RTP/SAVPF), dtls_srtp keys the SRTP over DTLS.")
 
 
+#: RFC 2606 / RFC 6761: names for documentation and tests never leak anywhere.  SRV and
+#: NAPTR owner names start with ``_service._proto.`` labels (RFC 2782).
+RESERVED_NAME = r"(_[a-z0-9-]+\.)*[a-z0-9][a-z0-9.-]*\.(test|example|invalid|localhost)"
+
+
+def _reserved(name: str) -> str:
+    if not re.fullmatch(RESERVED_NAME, name):
+        raise ValueError(f"{name!r}: use a reserved name ending in .test or .example")
+    return name
+
+
+class SrvRecord(_Strict):
+    """An SRV record (RFC 2782): where the SIP service of a domain runs (RFC 3263 §4.2)."""
+
+    name: str = Field(description="Owner name, e.g. _sip._udp.sip.carrier.example.")
+    target: str = Field(description="The host that serves it: a name with an A record, not a CNAME "
+                                    "(RFC 2782).")
+    port: int = Field(default=5060, ge=1, le=65535)
+    priority: int = Field(default=10, ge=0, le=65535)
+    weight: int = Field(default=10, ge=0, le=65535)
+
+    @field_validator("name", "target")
+    @classmethod
+    def _reserved_names(cls, value):
+        return _reserved(value)
+
+
+class NaptrRecord(_Strict):
+    """A NAPTR record (RFC 3403): which transports a SIP domain offers (RFC 3263 §4.1)."""
+
+    name: str = Field(description="The SIP domain, e.g. sip.carrier.example.")
+    order: int = Field(default=10, ge=0, le=65535)
+    preference: int = Field(default=10, ge=0, le=65535)
+    flags: Literal["s", "a", "u", ""] = Field(default="s", description="'s': the replacement is an SRV name.")
+    service: Literal["SIP+D2U", "SIP+D2T", "SIPS+D2T"] = Field(
+        default="SIP+D2U", description="SIP over UDP, TCP, or TLS over TCP (RFC 3263 §4.1).")
+    replacement: str = Field(description="The SRV owner name, e.g. _sip._udp.sip.carrier.example.")
+
+    @field_validator("name", "replacement")
+    @classmethod
+    def _reserved_names(cls, value):
+        return _reserved(value)
+
+
 class Dns(_Strict):
     """A DNS server in the lab (dnsmasq), authoritative for the names listed.
 
     Every lab host then resolves through it: the DDNS scenario updates a record when the
-    box's public address changes (the report's fix C: a dynamic address behind a name).
+    box's public address changes (the report's fix C: a dynamic address behind a name); the
+    trunk labs publish a carrier's names (the proxy behind a CNAME, as the report's
+    nslookup showed; the SIP domain with NAPTR and SRV records, as RFC 3263 intends — or
+    not at all, as the report met it).  A name of the reserved zones (.example, .test) that
+    is not listed gets NXDOMAIN.
     """
 
     host: str = Field(description="The host dnsmasq runs on.")
     records: dict[str, ipaddress.IPv4Address] = Field(
         default={}, description="Name → IPv4 address (A records), e.g. voip.home.example.")
+    cnames: dict[str, str] = Field(
+        default={}, description="Alias → canonical name (CNAME records); the canonical name needs "
+                                "an A record here.")
+    srv: list[SrvRecord] = Field(default=[], description="SRV records (RFC 2782).")
+    naptr: list[NaptrRecord] = Field(default=[], description="NAPTR records (RFC 3403).")
 
-    @field_validator("records")
+    @field_validator("records", "cnames")
     @classmethod
     def _reserved_names(cls, value):
-        for name in value:
-            # RFC 2606 / RFC 6761: names for documentation and tests never leak anywhere.
-            if not re.fullmatch(r"[a-z0-9.-]+\.(test|example|invalid|localhost)", name):
-                raise ValueError(f"{name!r}: use a reserved name ending in .test or .example")
+        for name, target in value.items():
+            _reserved(name)
+            if isinstance(target, str):
+                _reserved(target)
         return value
+
+
+# -- the carrier (issue 12: an OVH-style SIP trunk) ----------------------------------------
+
+#: ARCEP reserves blocks of the French numbering plan for works of fiction (films, books,
+#: labs): 01 99 00, 02 61 91, 03 53 01, 04 65 71, 05 36 49, 06 39 98, 10,000 numbers each
+#: (décision n° 2018-0881 establishing the national numbering plan, annex 1; that annex was
+#: replaced by décision n° 2022-1583).  Lab numbers come from these blocks only, so no real
+#: subscriber is ever called from a lab.
+FICTIONAL_BLOCKS = ("199 00", "261 91", "353 01", "465 71", "536 49", "639 98")
+_FICTION = "|".join(b.replace(" ", "") for b in FICTIONAL_BLOCKS)
+#: A line or alias in the carrier's international form without '+': 0033 + 9 digits.
+CARRIER_NUMBER = rf"^0033({_FICTION})[0-9]{{4}}$"
+#: A PSTN subscriber's number in national form: 0 + 9 digits.
+NATIONAL_NUMBER = rf"^0({_FICTION})[0-9]{{4}}$"
+_NUMBER_HINT = ("a fictional number (ARCEP blocks 01 99 00, 02 61 91, 03 53 01, 04 65 71, 05 36 49, "
+                "06 39 98)")
+#: Characters a trunk password may hold: it is written into sip.conf's register => line
+#: (':' and '@' separate its fields, ';' starts a comment) and into Kamailio's config.
+PASSWORD_PATTERN = r"^[A-Za-z0-9_.~+=%!-]+$"
+
+
+class CarrierAccount(_Strict):
+    """One line sold by the carrier: its number is also its SIP login (as at OVH)."""
+
+    line: str = Field(pattern=CARRIER_NUMBER,
+                      description=f"The line's number and login, 0033 form, {_NUMBER_HINT}, "
+                                  "e.g. '0033199001234'.")
+    password: str | None = Field(
+        default=None, min_length=8, max_length=64, pattern=PASSWORD_PATTERN,
+        description="Its SIP password; a random one is drawn per lab run when omitted.")
+    aliases: list[str] = Field(
+        default=[], description="Other numbers attached to the line (0033 form): they ring it, and it "
+                                "may present them as caller ID.")
+
+    @field_validator("aliases")
+    @classmethod
+    def _fictional_aliases(cls, value):
+        for number in value:
+            if not re.fullmatch(CARRIER_NUMBER, number):
+                raise ValueError(f"{number!r}: an alias is {_NUMBER_HINT} in 0033 form, "
+                                 "e.g. '0033199001235'")
+        return value
+
+
+class CarrierProxy(_Strict):
+    """The carrier's outbound proxy, as its welcome letter names it."""
+
+    name: str = Field(description="Its host name, e.g. proxy.carrier.example (not the SIP domain).")
+    address: ipaddress.IPv4Address | None = Field(
+        default=None, description="The address Kamailio listens on; default: the carrier host's first.")
+
+    @field_validator("name")
+    @classmethod
+    def _reserved_name(cls, value):
+        return _reserved(value)
+
+
+class Carrier(_Strict):
+    """An OVH-style SIP trunk operator: Kamailio as outbound proxy and registrar.
+
+    Its rules are the report's: REGISTER for the SIP domain only (else ``404 Domain not
+    bound``), digest ``401`` then ``200`` (``403 Wrong login or password``), ``407`` on
+    INVITE, ``400 Wrong domain`` when the Request-URI's host is not the domain; calls go on
+    to the PSTN next hop, and calls from it reach the registered line of the dialled number.
+    """
+
+    host: str = Field(description="The host Kamailio runs on.")
+    domain: str = Field(description="The SIP domain of its lines (registrar, From, Request-URI), "
+                                    "e.g. sip.carrier.example: not the proxy's name.")
+    proxy: CarrierProxy
+    caller_id: Literal["replace", "reject"] = Field(
+        default="replace", description="A caller ID that is neither the line nor one of its aliases "
+                                       "is replaced by the line, or refused (403 Caller ID not allowed).")
+    keep_registrations: bool = Field(
+        default=True, description="Keep registrations across a restart (in a db_text table), as an "
+                                  "operator's database does; false keeps them in memory only.")
+    pstn: str = Field(description="The host calls go on to (the PSTN stand-in); calls from its "
+                                  "address are calls to the carrier's numbers.")
+    pstn_port: int = Field(default=5060, ge=1, le=65535)
+    accounts: list[CarrierAccount] = Field(min_length=1)
+
+    @field_validator("domain")
+    @classmethod
+    def _reserved_domain(cls, value):
+        return _reserved(value)
+
+
+class PstnPhone(_Strict):
+    """A subscriber of the public network: a softphone with a fictional public number."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    host: str
+    number: str = Field(pattern=NATIONAL_NUMBER,
+                        description=f"Its number, national form, {_NUMBER_HINT}, e.g. '0639980001'.")
+    display: str = Field(default="PSTN", pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._'-]{0,31}$")
+
+
+class Pstn(_Strict):
+    """The public network behind the carrier: a second Asterisk (an exchange) and its phones.
+
+    A call for one of its numbers is answered the way a mobile network does: ``183 Session
+    Progress`` with early media (an announcement), then ``180 Ringing``, then the phone.  Its
+    phones dial the carrier's numbers (the trunk's DIDs) through the carrier.
+    """
+
+    host: str = Field(description="The host of the exchange (Asterisk 22, whatever the track).")
+    early_media: bool = Field(default=True, description="Answer 183 with an announcement before ringing.")
+    announcement: str = Field(
+        default="Please hold, your call is being connected.", max_length=200,
+        pattern=r"^[A-Za-z0-9 ,.'?!-]+$", description="What the early media says (spoken by espeak-ng).")
+    phones: list[PstnPhone] = Field(default=[])
+
+
+class Trunk(_Strict):
+    """The PBX's SIP trunk to the carrier, rendered for both generations.
+
+    legacy (sip.conf): ``register => line@domain:secret:line@proxy/line`` and a peer with
+    ``host``, ``outboundproxy``, ``fromdomain``, ``fromuser``, ``defaultuser``, ``secret``,
+    ``insecure=invite,port``, ``qualify``, ``nat``, codecs; modern (pjsip.conf): registration
+    + auth + aor + endpoint + identify, with ``outbound_proxy``, ``server_uri``,
+    ``client_uri``, ``contact_user``, ``from_domain``, ``from_user``.
+    """
+
+    name: str = Field(default="carrier", pattern=r"^[a-z][a-z0-9-]{0,19}$",
+                      description="Peer/endpoint name: the dialplan dials {{ tech }}/NUMBER@<name>.")
+    account: str = Field(description="The carrier line this trunk uses (its login), e.g. '0033199001234'.")
+    password: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=PASSWORD_PATTERN,
+        description="Default: the carrier account's password of this run; set a wrong one on purpose.")
+    domain: str = Field(description="The registrar's SIP domain as the PBX writes it (REGISTER's "
+                                    "Request-URI and To, From's host).")
+    host: str | None = Field(
+        default=None, description="Where calls are addressed (the Request-URI's host, chan_sip's host=); "
+                                  "default: the domain.")
+    proxy: str | None = Field(
+        default=None, description="The outbound proxy (a name or an address); none: requests go to the "
+                                  "domain itself, which must then resolve.")
+    # `register` in the file; the attribute has another name (pydantic's BaseModel has a register).
+    registers: bool = Field(default=True, alias="register",
+                            description="Register the line (register => / registration).")
+    qualify: bool = Field(default=True, description="Send OPTIONS to the carrier (chan_sip qualify, "
+                                                    "PJSIP qualify_frequency).")
+    qualify_frequency: int = Field(default=60, ge=1, le=3600, description="Seconds between OPTIONS.")
+    expiration: int = Field(default=600, ge=60, le=3600, description="Registration lifetime asked, seconds.")
+    retry_interval: int = Field(default=20, ge=1, le=3600,
+                                description="Seconds before a failed registration is tried again.")
+    forbidden_retry_interval: int | None = Field(
+        default=None, ge=0, le=3600,
+        description="PJSIP: seconds before retrying after a 403; unset = Asterisk's default 0 = never.")
+    codecs: list[Literal["ulaw", "alaw", "g722"]] = Field(default=["alaw", "ulaw"], min_length=1)
+    context: str = Field(default="from-carrier", pattern=r"^[A-Za-z0-9_-]+$",
+                         description="Dialplan context of calls from the carrier.")
+    nat: bool = Field(default=False, description="The PBX is behind NAT: rport and symmetric RTP "
+                                                 "(nat=force_rport,comedia / rtp_symmetric, rewrite_contact).")
+
+    @field_validator("domain", "host")
+    @classmethod
+    def _names(cls, value):
+        if value is None:
+            return value
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", value):
+            raise ValueError(f"{value!r} is not a host name")
+        return value
+
+
+class Variant(_Strict):
+    """A named variant of a lab: overrides merged into the file (``None`` removes a key)."""
+
+    description: str = ""
+    overrides: dict[str, Any] = Field(description="Merged into the lab file like Lab.load(overrides=…).")
 
 
 class LabSpec(_Strict):
@@ -280,6 +506,14 @@ class LabSpec(_Strict):
     pbx: Pbx
     phones: list[Phone] = Field(default=[])
     dns: Dns | None = Field(default=None, description="A DNS server in the lab (for DDNS).")
+    carrier: Carrier | None = Field(default=None, description="A SIP trunk operator (Kamailio).")
+    pstn: Pstn | None = Field(default=None, description="The public network behind the carrier.")
+    etc_hosts: dict[str, dict[str, ipaddress.IPv4Address]] = Field(
+        default={}, description="Host → extra /etc/hosts entries (name → address) in that host only: "
+                                "the report's fix for a SIP domain that does not resolve.")
+    variants: dict[str, Variant] = Field(
+        default={}, description="Named variants of this lab (each a set of overrides), e.g. one per "
+                                "mistake a notebook makes on purpose.")
 
     # -- look-ups used by the rest of labkit -------------------------------------------
     def host(self, name: str) -> Host:
@@ -299,6 +533,19 @@ class LabSpec(_Strict):
         """The host's first address: the one it uses for SIP."""
         return self.host(host).interfaces[0].address
 
+    def carrier_address(self) -> ipaddress.IPv4Address:
+        """The address the carrier's proxy listens on (and the lab DNS gives for its name)."""
+        carrier = self.carrier
+        return carrier.proxy.address or self.address_of(carrier.host)
+
+    def carrier_account(self, line: str) -> CarrierAccount:
+        accounts = self.carrier.accounts if self.carrier else []
+        return _lookup(self.name, "carrier account", line, {a.line: a for a in accounts})
+
+    def variant(self, name: str) -> dict[str, Any]:
+        """The overrides of the variant ``name`` (a fresh copy, for Lab.load/reconfigure)."""
+        return copy.deepcopy(_lookup(self.name, "variant", name, self.variants).overrides)
+
 
 def _lookup(lab: str, kind: str, name: str, known: dict[str, Any]) -> Any:
     """One declared object by name, or an error naming the ones that exist."""
@@ -315,8 +562,25 @@ def draw_secrets(spec: LabSpec) -> dict[str, str]:
 
     The walkthrough used ``secret=test``; a lab that runs on a student's laptop should not
     teach that habit, so omitted secrets are 16 random URL-safe characters per lab run.
+    A carrier's lines and the PSTN's phones get theirs too, under ``carrier/<line>`` and
+    ``pstn/<number>`` (no extension has a '/').
     """
-    return {e.extension: e.secret or secrets.token_urlsafe(12) for e in spec.pbx.endpoints}
+    drawn = {e.extension: e.secret or secrets.token_urlsafe(12) for e in spec.pbx.endpoints}
+    if spec.carrier is not None:
+        drawn.update({carrier_secret_key(a.line): a.password or secrets.token_urlsafe(12)
+                      for a in spec.carrier.accounts})
+    if spec.pstn is not None:
+        drawn.update({pstn_secret_key(p.number): secrets.token_urlsafe(12) for p in spec.pstn.phones})
+    return drawn
+
+
+def carrier_secret_key(line: str) -> str:
+    """Where a carrier line's password of this run is kept in the run's secrets."""
+    return f"carrier/{line}"
+
+
+def pstn_secret_key(number: str) -> str:
+    return f"pstn/{number}"
 
 
 def json_schema() -> dict[str, Any]:

@@ -15,7 +15,8 @@ import jinja2
 import jinja2.meta
 
 import labkit.spec.stanza as stanza
-from labkit.addresses import is_host_name
+from labkit.addresses import is_host_name, parse_ipv4
+from labkit.errors import LabFileError
 from labkit.spec.model import Host, LabSpec, Network
 
 
@@ -30,6 +31,9 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
     problems += _duplicates("phones", [p.name for p in spec.phones], "name")
     # Hosts and networks share one namespace naming scheme (lk-<lab>-<name>).
     for i, host in enumerate(spec.hosts):
+        if host.name in IP_LINK_KEYWORDS:
+            problems.append((f"hosts[{i}].name", f"{host.name!r} is a keyword of `ip link set` (the "
+                             "switch's end of the host's link is named after the host): rename it"))
         if host.name in networks:
             problems.append((f"hosts[{i}].name", f"{host.name!r} is also a network's name; hosts "
                              "and networks each get a namespace named after them: rename one"))
@@ -94,8 +98,149 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
             problems.append((f"phones[{i}].extension", f"extension {phone.extension!r} is not "
                              f"declared under pbx.endpoints; declared: {', '.join(sorted(extensions))}"))
         problems += _phone_transport_problems(spec, i, phone)
+    problems += _dns_problems(spec, hosts)
+    problems += _carrier_problems(spec, hosts, networks)
+    problems += _pstn_problems(spec, hosts)
+    problems += _trunk_problems(spec, networks)
+    for host in spec.etc_hosts:
+        if host not in hosts:
+            problems.append((f"etc_hosts.{host}", f"unknown host {host!r}; hosts: {', '.join(hosts)}"))
     problems += _port_collisions(spec)
     problems += _stanza_problems(spec)
+    return problems
+
+
+def _dns_problems(spec: LabSpec, hosts: dict[str, Host]) -> list[tuple[str, str]]:
+    """dnsmasq answers a CNAME only when it knows its target; an SRV target is a real host."""
+    dns = spec.dns
+    if dns is None:
+        return []
+    problems = []
+    for alias, target in dns.cnames.items():
+        if target not in dns.records:
+            problems.append(("dns.cnames", f"{alias} → {target}: the canonical name needs an A record "
+                             "under dns.records (dnsmasq answers a CNAME only for a name it knows)"))
+        if alias in dns.records:
+            problems.append(("dns.cnames", f"{alias} has an A record too: a name with a CNAME has no "
+                             "other record (RFC 1034 §3.6.2)"))
+    for i, srv in enumerate(dns.srv):
+        if srv.target not in dns.records:
+            problems.append((f"dns.srv[{i}].target", f"{srv.target!r} has no A record under dns.records; "
+                             "an SRV target is a host name with an address, not an alias (RFC 2782)"))
+    srv_names = {srv.name for srv in dns.srv}
+    for i, naptr in enumerate(dns.naptr):
+        if naptr.flags == "s" and naptr.replacement not in srv_names:
+            problems.append((f"dns.naptr[{i}].replacement", f"{naptr.replacement!r} has no SRV record "
+                             "under dns.srv (flag 's': the next lookup is an SRV, RFC 3263 §4.1)"))
+    return problems
+
+
+def _carrier_problems(spec: LabSpec, hosts: dict[str, Host],
+                      networks: dict[str, Network]) -> list[tuple[str, str]]:
+    carrier = spec.carrier
+    if carrier is None:
+        return []
+    problems = []
+    for field in ("host", "pstn"):
+        name = getattr(carrier, field)
+        if name not in hosts:
+            problems.append((f"carrier.{field}", f"unknown host {name!r}; hosts: {', '.join(hosts)}"))
+    if carrier.pstn == carrier.host:
+        problems.append(("carrier.pstn", "the PSTN next hop is another host than the carrier's "
+                         "(calls from its address are taken as calls from the public network)"))
+    address = carrier.proxy.address
+    if address is not None:
+        if not any(address in net.subnet for net in networks.values()):
+            problems.append(("carrier.proxy.address", f"{address} is outside every network of the lab "
+                             f"({', '.join(str(n.subnet) for n in networks.values())}): no host could "
+                             "reach the proxy"))
+        elif carrier.host in hosts and address not in {i.address for i in hosts[carrier.host].interfaces}:
+            problems.append(("carrier.proxy.address", f"{address} is not an address of host "
+                             f"{carrier.host!r}, where Kamailio runs and listens"))
+    problems += _domain_collisions(spec, hosts)
+    lines = [a.line for a in carrier.accounts]
+    problems += _duplicates("carrier.accounts", lines, "line")
+    seen: dict[str, str] = {line: f"carrier.accounts[{i}].line" for i, line in enumerate(lines)}
+    for i, account in enumerate(carrier.accounts):
+        for j, alias in enumerate(account.aliases):
+            place = f"carrier.accounts[{i}].aliases[{j}]"
+            if alias in seen and seen[alias] != place:
+                problems.append((place, f"{alias} is already {seen[alias]}: a number belongs to one line"))
+            seen.setdefault(alias, place)
+    return problems
+
+
+def _domain_collisions(spec: LabSpec, hosts: dict[str, Host]) -> list[tuple[str, str]]:
+    """The SIP domain is a name of its own: not the proxy's, not a lab host's."""
+    carrier = spec.carrier
+    domain = carrier.domain
+    if domain == carrier.proxy.name:
+        return [("carrier.domain", f"{domain!r} is also the proxy's name: the carrier's SIP domain and "
+                 "its outbound proxy are two names (a REGISTER for the proxy's name gets "
+                 "404 Domain not bound); give the domain its own name, e.g. sip.carrier.example")]
+    host_names = {f"{h}.{spec.name}.test": h for h in hosts}
+    if domain in host_names:
+        return [("carrier.domain", f"{domain!r} is the name of lab host {host_names[domain]!r} in every "
+                 "host's /etc/hosts: choose a name of the carrier's own")]
+    try:
+        carrier_address = spec.carrier_address()
+    except LabFileError:
+        return []  # an unknown carrier host is reported on its own
+    owners = {str(i.address): h.name for h in hosts.values() for i in h.interfaces}
+    records = spec.dns.records if spec.dns else {}
+    if domain in records and records[domain] != carrier_address and str(records[domain]) in owners:
+        return [("dns.records", f"{domain} (the carrier's SIP domain) points at "
+                 f"{records[domain]}, host {owners[str(records[domain])]!r}: a name cannot be both "
+                 f"(the carrier listens on {carrier_address})")]
+    return []
+
+
+def _pstn_problems(spec: LabSpec, hosts: dict[str, Host]) -> list[tuple[str, str]]:
+    pstn = spec.pstn
+    if pstn is None:
+        return []
+    problems = []
+    if pstn.host not in hosts:
+        problems.append(("pstn.host", f"unknown host {pstn.host!r}; hosts: {', '.join(hosts)}"))
+    lab_phones = {p.name for p in spec.phones}
+    problems += _duplicates("pstn.phones", [p.name for p in pstn.phones], "name")
+    problems += _duplicates("pstn.phones", [p.number for p in pstn.phones], "number")
+    dids = set()
+    if spec.carrier is not None:
+        dids = {n for a in spec.carrier.accounts for n in (a.line, *a.aliases)}
+    for i, phone in enumerate(pstn.phones):
+        if phone.host not in hosts:
+            problems.append((f"pstn.phones[{i}].host", f"unknown host {phone.host!r}; "
+                             f"hosts: {', '.join(hosts)}"))
+        if phone.name in lab_phones:
+            problems.append((f"pstn.phones[{i}].name", f"{phone.name!r} is also a phone under phones: "
+                             "every phone of a lab has its own name"))
+        if "0033" + phone.number[1:] in dids:
+            problems.append((f"pstn.phones[{i}].number", f"{phone.number} is a number of the carrier's "
+                             "lines: a PSTN subscriber needs a number of its own"))
+    return problems
+
+
+def _trunk_problems(spec: LabSpec, networks: dict[str, Network]) -> list[tuple[str, str]]:
+    trunk = spec.pbx.trunk
+    if trunk is None:
+        return []
+    problems = []
+    if spec.carrier is None:
+        problems.append(("pbx.trunk.account", "a trunk registers with an account of the lab's carrier, "
+                         "and the lab has no carrier: declare a carrier: section with this account"))
+    elif trunk.account not in {a.line for a in spec.carrier.accounts}:
+        lines = ", ".join(a.line for a in spec.carrier.accounts)
+        problems.append(("pbx.trunk.account", f"the carrier has no account {trunk.account!r}: a trunk "
+                         f"registers and calls with one of the carrier's lines ({lines})"))
+    if trunk.context not in spec.pbx.dialplan:
+        problems.append(("pbx.trunk.context", f"no dialplan context {trunk.context!r} for calls from the "
+                         f"carrier; contexts: {', '.join(spec.pbx.dialplan)}"))
+    proxy = parse_ipv4(trunk.proxy)
+    if proxy is not None and not any(proxy in net.subnet for net in networks.values()):
+        problems.append(("pbx.trunk.proxy", f"{proxy} is outside every network of the lab "
+                         f"({', '.join(str(n.subnet) for n in networks.values())}): the PBX could not "
+                         "reach it"))
     return problems
 
 
@@ -152,6 +297,11 @@ def nat_problems(place: str, host: Host, networks: dict[str, Network]) -> list[t
 
 
 RESERVED_CONTEXTS = {"general", "globals"}
+#: Words `ip link set NAME …` reads as options rather than as an interface name (ip-link(8)).
+IP_LINK_KEYWORDS = {"up", "down", "carrier", "arp", "dynamic", "multicast", "allmulticast", "promisc",
+                    "trailers", "txqueuelen", "txqlen", "name", "alias", "qdisc", "mtu", "address",
+                    "broadcast", "brd", "peer", "netns", "vf", "master", "nomaster", "addrgenmode",
+                    "protodown", "type", "dev", "group", "xdp", "link", "help"}
 
 
 def _dialplan_line_problem(line: str) -> str | None:
@@ -184,6 +334,11 @@ def _port_collisions(spec: LabSpec) -> list[tuple[str, str]]:
         if phone.host == pbx.host and low <= phone.sip_port <= high:
             problems.append((f"phones[{i}].sip_port", f"port {phone.sip_port} is inside the "
                              f"PBX's RTP range {low}-{high} on the same host"))
+    if spec.carrier is not None:
+        claims.append((spec.carrier.host, "udp", 5060, "carrier"))
+    if spec.pstn is not None:
+        claims += [(spec.pstn.host, "udp", 5060, "pstn"), (spec.pstn.host, "tcp", 5038, "pstn")]
+        claims += [(p.host, "udp", 5060, f"pstn.phones[{i}]") for i, p in enumerate(spec.pstn.phones)]
     for host, transport, port, place in claims:
         key = (host, transport, port)
         if key in owners:

@@ -263,11 +263,17 @@ def test_verify_image_modern_checks_versions_and_modules(tmp_path):
             for m in ("chan_pjsip", "res_pjsip", "res_srtp")]
     bmods = [f"usr/lib/baresip/modules/{m}.so"
              for m in ("ctrl_tcp", "aufile", "g711", "srtp", "sndfile")]
+    kmods = [f"usr/lib/x86_64-linux-gnu/kamailio/modules/{m}.so"
+             for m in ("tm", "registrar", "usrloc", "auth", "htable", "uac", "nathelper", "sanity",
+                       "db_text")]
     files = ["usr/sbin/asterisk", "usr/bin/sipp", "usr/bin/baresip", "usr/sbin/dnsmasq",
-             "usr/bin/openssl", "usr/bin/ip", "usr/bin/ps", "etc/hosts", *mods, *bmods]
+             "usr/bin/openssl", "usr/bin/ip", "usr/bin/ps", "etc/hosts", *mods, *bmods,
+             "usr/sbin/kamailio", *kmods, "usr/share/kamailio/dbtext/kamailio/location",
+             "usr/sbin/policy-rc.d"]
     status = (stanza("asterisk", "1:22.10.1+dfsg+~cs6.17.60671434-1")
               + stanza("sip-tester", "1:3.8.0-1") + stanza("baresip-core", "1.1.0-3.1")
-              + stanza("openssl", "3.6.5-1") + stanza("dnsmasq-base", "2.93-3"))
+              + stanza("openssl", "3.6.5-1") + stanza("dnsmasq-base", "2.93-3")
+              + stanza("kamailio", "6.1.5-1"))
     write_rootfs(tmp_path, files, status)
     versions = images.verify_image(tmp_path, "modern")
     assert versions["asterisk"] == "22.10.1" and versions["sipp"] == "3.8.0"

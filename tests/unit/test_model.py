@@ -143,6 +143,12 @@ BAD = {
     "name-too-long": [("hosts[1].name", 10)],
     "several": [("hosts[2].interfaces[0].address", 15), ("pbx.endpoints[1].context", 21),
                 ("phones[1].host", 30), ("phones[1].extension", 31)],
+    # The carrier and its trunk (issue 12).
+    "trunk-account": [("pbx.trunk.account", 15)],
+    "trunk-no-carrier": [("pbx.trunk.account", 15)],
+    "proxy-outside": [("carrier.proxy.address", 28), ("pbx.trunk.proxy", 17)],
+    "domain-host": [("carrier.domain", 27)],
+    "domain-proxy": [("carrier.domain", 27)],
 }
 
 # Words each message must contain besides the place: what would be valid, or what clashed.
@@ -170,6 +176,11 @@ MUST_SAY = {
     "name-uppercase": ["'Alice'", "^[a-z][a-z0-9-]{0,11}$"],
     "name-too-long": ["'alice-laptop1'", "^[a-z][a-z0-9-]{0,11}$"],
     "several": ["4 problems"],
+    "trunk-account": ["no account '0033199001299'", "(0033199001234)"],
+    "trunk-no-carrier": ["the lab has no carrier", "declare a carrier: section"],
+    "proxy-outside": ["198.51.100.10 is outside every network", "203.0.113.0/24", "2 problems"],
+    "domain-host": ["'telco.bad-domain-host.test'", "lab host 'telco'"],
+    "domain-proxy": ["also the proxy's name", "404 Domain not bound", "sip.carrier.example"],
 }
 
 
@@ -393,7 +404,9 @@ def test_schema_rejects_unknown_keys_everywhere():
     assert schema["additionalProperties"] is False
     objects = dict(_objects(schema))
     assert {"#", "#/$defs/Network", "#/$defs/Host", "#/$defs/Interface", "#/$defs/Pbx",
-            "#/$defs/Endpoint", "#/$defs/Phone"} <= set(objects)
+            "#/$defs/Endpoint", "#/$defs/Phone", "#/$defs/Carrier", "#/$defs/CarrierAccount",
+            "#/$defs/Trunk", "#/$defs/Pstn", "#/$defs/SrvRecord", "#/$defs/NaptrRecord",
+            "#/$defs/Variant"} <= set(objects)
     for path, obj in objects.items():
         assert obj.get("additionalProperties") is False, f"{path} accepts unknown keys"
 
@@ -404,7 +417,7 @@ def test_schema_header_and_required_keys():
     assert schema["title"] == "labkit lab file"
     assert set(schema["required"]) == {"name", "networks", "hosts", "pbx"}
     assert set(schema["properties"]) == {"name", "description", "networks", "hosts", "pbx",
-                                          "phones", "dns"}
+                                          "phones", "dns", "carrier", "pstn", "etc_hosts", "variants"}
     json.dumps(schema)  # serialisable as is
 
 

@@ -381,3 +381,106 @@ def test_pjsip_method_is_one_version_or_all(versions, method, tmp_path):
     assert transport["protocol"] == ["tls"] and transport["verify_client"] == ["no"]
     names = transport["cipher"][0].split(",")
     assert names and all(n.startswith("ECDHE-") and ("GCM" in n or "CHACHA20" in n) for n in names)
+
+
+# ---------------------------------------------------------------------------------------
+# The SIP trunk to the carrier (issue 12)
+# ---------------------------------------------------------------------------------------
+
+TRUNK_SECRETS = {**SECRETS, "carrier/0033199001234": "line-password-0", "pstn/0639980001": "carol-pw-00"}
+TRUNK_CREDENTIALS = PbxCredentials(secrets=TRUNK_SECRETS, ami_user="labkit", ami_secret="ami-secret-000")
+LINE = "0033199001234"
+
+
+def _trunk(track: str, tmp_path: Path, variant: str | None = None, **overrides) -> str:
+    spec = load_spec("trunk-office", overrides={**(load_spec("trunk-office").variant(variant)
+                                                   if variant else {}), **overrides})
+    return _render(spec, track, tmp_path / track, TRUNK_CREDENTIALS)[tracks.get(track).sip_config]
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_trunk_configuration_matches_goldens(track, tmp_path):
+    spec = load_spec("trunk-office")
+    files = _render(spec, track, tmp_path / track, TRUNK_CREDENTIALS)
+    for name in (tracks.get(track).sip_config, "extensions.conf"):
+        assert_golden(files[name], GOLDEN / f"{track}-trunk" / name)
+
+
+def test_chan_sip_trunk_is_a_register_line_and_a_peer(tmp_path):
+    text = _trunk("legacy", tmp_path)
+    general = _one(_sections(text), "general")
+    # register => user@domain:secret:authuser@host/contact~expiry — the full syntax.
+    assert general["register"] == [f"{LINE}@sip.carrier.example:line-password-0:{LINE}"
+                                   f"@proxy.carrier.example/{LINE}~600"]
+    assert general["registertimeout"] == ["20"] and general["registerattempts"] == ["0"]
+    assert "register_retry_403" not in general
+    peer = _one(_sections(text), "carrier")
+    assert peer == {
+        "type": ["peer"], "host": ["sip.carrier.example"], "outboundproxy": ["proxy.carrier.example"],
+        "fromdomain": ["sip.carrier.example"], "fromuser": [LINE], "defaultuser": [LINE],
+        "secret": ["line-password-0"], "insecure": ["invite,port"], "sendrpid": ["pai"],
+        "context": ["from-carrier"], "qualify": ["yes"], "qualifyfreq": ["60"], "nat": ["no"],
+        "disallow": ["all"], "allow": ["alaw", "ulaw"], "directmedia": ["no"]}
+
+
+def test_pjsip_trunk_is_registration_auth_aor_endpoint_identify(tmp_path):
+    sections = _sections(_trunk("modern", tmp_path))
+    assert _one(sections, "carrier-auth", "auth") == {
+        "type": ["auth"], "auth_type": ["userpass"], "username": [LINE], "password": ["line-password-0"]}
+    registration = _one(sections, "carrier-reg", "registration")
+    assert registration["server_uri"] == ["sip:sip.carrier.example"]
+    assert registration["client_uri"] == [f"sip:{LINE}@sip.carrier.example"]
+    assert registration["contact_user"] == [LINE]
+    # ';' starts a comment in Asterisk's files: the loose-routing parameter is escaped.
+    assert registration["outbound_proxy"] == ["sip:proxy.carrier.example\\"]
+    assert "outbound_proxy = sip:proxy.carrier.example\\;lr" in _trunk("modern", tmp_path / "x")
+    assert registration["max_random_initial_delay"] == ["0"]
+    assert "forbidden_retry_interval" not in registration  # Asterisk's default: never after a 403
+    aor = _one(sections, "carrier", "aor")
+    assert aor["contact"] == ["sip:sip.carrier.example"] and aor["qualify_frequency"] == ["60"]
+    endpoint = _one(sections, "carrier", "endpoint")
+    assert endpoint["from_domain"] == ["sip.carrier.example"] and endpoint["from_user"] == [LINE]
+    assert endpoint["outbound_auth"] == ["carrier-auth"] and endpoint["aors"] == ["carrier"]
+    assert endpoint["send_pai"] == ["yes"] and endpoint["context"] == ["from-carrier"]
+    assert endpoint["allow"] == ["alaw,ulaw"] and "rtp_symmetric" not in endpoint
+    identify = _one(sections, "carrier-identify", "identify")
+    assert identify["match"] == ["203.0.113.10"] and identify["endpoint"] == ["carrier"]
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_trunk_variants_change_what_the_report_changed(track, tmp_path):
+    """Each variant of trunk-office changes one line of the trunk, on both generations."""
+    sip = track == "legacy"
+    no_proxy = _trunk(track, tmp_path / "a", "unresolvable-domain")
+    assert "proxy.carrier.example" not in no_proxy.split("trunk's registration")[-1]
+    assert (f"@sip.carrier.example/{LINE}~600" in no_proxy) if sip else \
+        ("outbound_proxy" not in no_proxy)
+    to_proxy = _trunk(track, tmp_path / "b", "register-to-proxy")
+    assert (f"register => {LINE}@proxy.carrier.example:" in to_proxy) if sip else \
+        ("server_uri = sip:proxy.carrier.example" in to_proxy)
+    wrong = _trunk(track, tmp_path / "c", "wrong-password")
+    assert "not-the-password" in wrong and "line-password-0" not in wrong
+    calls = _trunk(track, tmp_path / "d", "wrong-domain-calls")
+    assert ("host = proxy.carrier.example" in calls) if sip else ("contact = sip:proxy.carrier.example" in calls)
+    retry = _trunk(track, tmp_path / "e", pbx={"trunk": {"forbidden_retry_interval": 5}})
+    assert ("register_retry_403 = yes" in retry) if sip else ("forbidden_retry_interval = 5" in retry)
+    behind_nat = _trunk(track, tmp_path / "f", pbx={"trunk": {"nat": True, "register": False}})
+    assert ("nat = force_rport,comedia" in behind_nat) if sip else ("rtp_symmetric = yes" in behind_nat)
+    settings = _settings(behind_nat)
+    assert not [k for _, k, _ in settings if k == "register"]  # no register => line
+    assert ("", "type", "registration") not in settings and not any(
+        v == "registration" for _, k, v in settings if k == "type")
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_the_trunk_password_is_the_carrier_accounts_of_the_run(track, tmp_path):
+    text = _trunk(track, tmp_path)
+    # chan_sip: in register => and the peer's secret; PJSIP: in the auth object only.
+    assert text.count("line-password-0") == (2 if track == "legacy" else 1)
+    assert "carol-pw-00" not in text
+
+
+def test_a_lab_without_trunk_renders_none(first_call, tmp_path):
+    for track in TRACKS:
+        text = _render(first_call, track, tmp_path / track)[tracks.get(track).sip_config]
+        assert "register" not in text.replace("registrar", "") and "carrier" not in text

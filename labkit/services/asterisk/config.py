@@ -17,7 +17,7 @@ import labkit.spec.stanza as stanza
 from labkit import resources, tracks
 from labkit.addresses import is_host_name
 from labkit.services.base import Credentials
-from labkit.spec.model import LabSpec, PbxTls
+from labkit.spec.model import LabSpec, PbxTls, carrier_secret_key
 from labkit.tracks import Track
 
 TEMPLATES = resources.templates_dir("asterisk")
@@ -69,6 +69,27 @@ def tls_settings(tls: PbxTls) -> dict:
         pjsip_cipher=None if ciphers.upper() == "ALL" else _cipher_names(ciphers))
 
 
+def trunk_settings(spec: LabSpec, credentials: Credentials) -> dict | None:
+    """What both templates need to render ``pbx.trunk`` (None: no trunk).
+
+    The password is the lab file's (a wrong one on purpose) or the carrier account's of this
+    run; calls go to the domain unless ``host`` says otherwise; inbound calls are recognised
+    by the carrier proxy's address (PJSIP identify, chan_sip's peer address).
+    """
+    trunk = spec.pbx.trunk
+    if trunk is None:
+        return None
+    password = trunk.password or credentials.secrets[carrier_secret_key(trunk.account)]
+    return dict(
+        name=trunk.name, line=trunk.account, password=password, domain=trunk.domain,
+        host=trunk.host or trunk.domain, proxy=trunk.proxy, registers=trunk.registers,
+        qualify=trunk.qualify, qualify_frequency=trunk.qualify_frequency,
+        expiration=trunk.expiration, retry_interval=trunk.retry_interval,
+        forbidden_retry_interval=trunk.forbidden_retry_interval, codecs=trunk.codecs,
+        context=trunk.context, nat=trunk.nat,
+        match=str(spec.carrier_address()) if spec.carrier is not None else None)
+
+
 def render_pbx(spec: LabSpec, track: Track | str, credentials: Credentials, out_dir: Path,
                module_dir: str | None = None) -> dict[str, Path]:
     """Write every Asterisk configuration file for ``track`` into ``out_dir``."""
@@ -92,6 +113,7 @@ def render_pbx(spec: LabSpec, track: Track | str, credentials: Credentials, out_
         tls=tls_settings(pbx.tls) if "tls" in pbx.transports else None,
         media=pbx.media,
         phone_transports={p.extension: p.transport for p in spec.phones},
+        trunk=trunk_settings(spec, credentials),
         nat=dict(external_address=pbx.nat.external_address,
                  external_address_is_name=is_host_name(pbx.nat.external_address),
                  local_nets=[str(n) for n in pbx.nat.local_nets], symmetric=pbx.nat.symmetric),

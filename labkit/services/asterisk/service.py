@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from labkit import tracks
@@ -35,15 +36,21 @@ from labkit.spec.model import LabSpec
 from labkit.tracks import Track
 
 ASTERISK_CONF = "/etc/asterisk/asterisk.conf"
+#: Under the lab's etc directory: one ``hosts`` + ``resolv.conf`` per host (Lab writes them).
+HOSTS_BY_HOST = "by-host"
 
 
 class Asterisk(Service):
     """One Asterisk server of a lab, on either track."""
 
     kind = "asterisk"
-    # Names in its configuration (a DDNS external address) must resolve at boot.
-    needs = ("dnsmasq",)
+    # Names in its configuration (a DDNS external address) must resolve at boot; a trunk
+    # registers at boot, so its carrier must answer already.
+    needs = ("dnsmasq", "kamailio")
     ready_timeout = 15.0
+    #: The lab file sections its configuration depends on (see Lab.reconfigure): names it
+    #: resolves at boot come from the DNS and its host's /etc/hosts.
+    sections = ("pbx", "etc_hosts", "dns")
 
     def __init__(self, context: ServiceContext, *, spec: LabSpec, track: Track | str,
                  credentials: Credentials):
@@ -105,10 +112,17 @@ class Asterisk(Service):
         if self.uses_tls:
             user = self.user
             tls_ro, tls_rw, env = self.context.tls_binds("asterisk", (user.uid, user.gid))
-        return Sandbox(rootfs=self.context.rootfs, hostname=self.host, etc_dir=self.context.etc_dir,
+        return Sandbox(rootfs=self.context.rootfs, hostname=self.host, etc_dir=self.etc_dir,
                        ro_binds=[(self.config_dir, "/etc/asterisk"), *tls_ro],
                        binds=[(self.state_dir, "/srv/lab"), (self.log_dir, "/srv/lab/log"), *tls_rw],
                        env=env)
+
+    @property
+    def etc_dir(self):
+        """Its host's own hosts file when the lab writes one (the lab file's ``etc_hosts``:
+        the report's /etc/hosts fix lives in the PBX only), else the lab's."""
+        own = self.context.etc_dir / HOSTS_BY_HOST / self.host
+        return own if (own / "hosts").is_file() else self.context.etc_dir
 
     def program(self) -> list[str]:
         # -f: stay in the foreground (we are its parent); -n: no colours in logs;
@@ -253,6 +267,39 @@ class Asterisk(Service):
                 return {}
             raise
         return self.track.parse_registrations(events)
+
+    # -- the trunk (pbx.trunk) -------------------------------------------------------------
+    def trunk_registrations(self) -> dict[str, str]:
+        """Every registration Asterisk makes (the trunk's) → its state, as the CLI shows it:
+        ``sip show registry`` (``proxy.carrier.example:5060`` → ``Registered``) or ``pjsip
+        show registrations`` (``carrier-reg`` → ``Registered``, ``Rejected``, ``Unregistered``)."""
+        return self.track.parse_registry(self.cli(self.track.commands.registry))
+
+    def trunk_state(self) -> str | None:
+        """The state of the trunk's registration (None: Asterisk lists none)."""
+        states = self.trunk_registrations()
+        return next(iter(states.values()), None)
+
+    def wait_trunk(self, state: str = "Registered", timeout: float = 10.0) -> str | None:
+        """Wait until the trunk's registration is in ``state``; return the last state seen
+        (so a caller can assert on it: it differs from ``state`` after the timeout)."""
+        deadline = time.monotonic() + timeout
+        seen = self.trunk_state()
+        while seen != state and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen = self.trunk_state()
+        return seen
+
+    def trunk_status(self) -> str | None:
+        """Whether the carrier answers the trunk's OPTIONS (qualify): ``Avail`` / ``OK (2 ms)``
+        when it does, ``Unavail`` / ``UNREACHABLE`` when not, None when not qualified."""
+        trunk = self.spec.pbx.trunk
+        if trunk is None:
+            return None
+        return self.track.parse_trunk_status(self.cli(self.track.commands.trunk_status)).get(trunk.name)
+
+    def trunk_reachable(self) -> bool:
+        return (self.trunk_status() or "").startswith(self.track.reachable)
 
 
 def provide(lab: LabContext) -> list[Service]:

@@ -113,6 +113,30 @@ def test_srtp_on_one_side_only_is_refused_with_488(make_lab, track):
         assert "Matched device setup to use SRTP, but request was not" in lab.pbx.log(80)
 
 
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_avpf_required_by_the_pbx_refuses_a_phone_without_it(make_lab, track):
+    """The report's avpf=yes: Asterisk then speaks RTP/SAVPF (RFC 5124) and baresip only
+    RTP/SAVP; the call fails with 488 on both tracks, but not at the same place."""
+    lab = make_lab("srtp-office", track=track, up=False,
+                   overrides={"pbx": {"media": {"avpf": True}}, "phones": _phones("srtp-mand")})
+    lab.up(capture=("lan",), capture_name="avpf")
+    conversation = talk(lab, "bob", "6000", seconds=1)
+    assert not conversation.established and "488" in conversation.error, conversation.error
+    pcap = lab.captures[0].stop().files["lan"]
+    sip = analysis.sip_messages(pcap)
+    refusals = sip[sip.status_code == 488]
+    pbx, alice, bob = (lab.spec.address_of(h).exploded for h in ("pbx", "alice", "bob"))
+    if track == "modern":
+        # PJSIP refuses Bob's offer itself: the INVITE never reaches Alice.
+        assert set(zip(refusals.src, refusals.dst)) == {(pbx, bob)}, refusals
+    else:
+        # chan_sip takes Bob's SAVP offer ("disabling" AVPF for that leg), then offers
+        # RTP/SAVPF to Alice, whose baresip refuses it: the 488 comes from Alice.
+        assert "Received SAVP profle in audio offer but AVPF is enabled" in lab.pbx.log(80)
+        assert (alice, pbx) in set(zip(refusals.src, refusals.dst)), refusals
+        assert any("RTP/SAVPF" in m for m, _ in _sdp_media(pcap))
+
 def test_optimistic_encryption_falls_back_to_plain_rtp(make_lab):
     lab = make_lab("srtp-office", track="modern", up=False,
                    overrides={"pbx": {"media": {"optimistic": True}}, "phones": _phones("none")})

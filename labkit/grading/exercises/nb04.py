@@ -201,9 +201,9 @@ def _wire_port(answer, truth):
 
 
 # -- exercise 4: decrypt what TLS hid ----------------------------------------------------------------
-def tls_truth(session) -> tuple[str, int]:
+def tls_truth(session) -> tuple[str, int, float]:
     """(the key Asterisk sent Alice, read in the SIP decrypted with the TLS keys; the packets of
-    Asterisk → Alice that this key opens in the raw capture)."""
+    Asterisk → Alice that this key opens in the raw capture; the entropy of their decrypted payload)."""
     raw = session.table("sip")
     if len(raw):
         raise AssertionError("this capture has readable SIP: it is not the lab with TLS signalling")
@@ -212,24 +212,30 @@ def tls_truth(session) -> tuple[str, int]:
     to_alice = streams[(streams.src == session.address("pbx")) & (streams.dst == session.address("alice"))]
     if to_alice.empty:
         raise AssertionError("no stream from Asterisk to Alice in this capture")
-    return key, int(to_alice.decrypted.max())
+    row = to_alice.iloc[0]
+    return key, int(row.decrypted), float(row.entropy_decrypted)
 
 
 @check(NB, "tls-key", points=1, answers=("tls_key",),
        hint="tls.message('INVITE', src='pbx', dst='alice') reads the INVITE decrypted with the TLS keys: "
             "its a=crypto line")
 def _tls_key(answer, truth):
-    expected, _ = tls_truth(truth.session(TLS))
+    expected = tls_truth(truth.session(TLS))[0]
     said = _inline(answer["tls_key"])
     return said == expected, f"you said {said[:12]}…" if said else "your key is empty"
 
 
-@check(NB, "tls-decrypted", points=1, answers=("tls_decrypted",),
-       hint="analysis.srtp_streams(tls.pcap, keys=[...]) with your key: the decrypted column of the "
+@check(NB, "tls-decrypted", points=1, answers=("tls_entropy",),
+       hint="analysis.srtp_streams(tls.pcap, keys=[...]) with your key: the entropy_decrypted column of the "
             "stream from Asterisk to Alice")
 def _tls_decrypted(answer, truth):
-    _, expected = tls_truth(truth.session(TLS))
-    if expected == 0:
+    _, packets, expected = tls_truth(truth.session(TLS))
+    if packets == 0 or expected != expected:
         return False, "the key of this capture opens no packet of Asterisk → Alice"
-    said = _int(answer["tls_decrypted"])
-    return said == expected, f"you said {said}"
+    value = answer["tls_entropy"]
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number, not {value!r}")
+    said = float(value)
+    if said >= 7.5:
+        return False, f"{said:g} bits/byte is the entropy of ciphertext: the payload you measured was not decrypted"
+    return abs(said - expected) <= 0.01, f"you said {said:g} bits/byte"

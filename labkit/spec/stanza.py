@@ -23,6 +23,7 @@ MAX_LINE = 200
 _SECTION = re.compile(r"^\[([A-Za-z0-9_.-]{1,40})\]$")
 _OPTION = re.compile(r"^([a-z][a-z0-9_]{0,40})\s*=>?\s*(.*)$")
 _VALUE = re.compile(r"^[A-Za-z0-9 _.,:/@+=!*-]*$")
+_UNESCAPED_SEMICOLON = r"(?<!\\);"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ class Rules:
     file_root: str = "/etc/asterisk/tls/"
     #: Sections allowed (None: lines without a section header only, e.g. for [general]).
     sections: bool = False
+    #: The characters a value may hold (default: letters, digits and `` _.,:/@+=!*-``).
+    value_pattern: re.Pattern | None = None
+    #: ``\;`` in a value is an escaped semicolon (Asterisk's config syntax, e.g.
+    #: ``outbound_proxy = sip:proxy.example\;lr``), not the start of a comment.
+    escaped_semicolons: bool = False
 
 
 @dataclass
@@ -70,8 +76,11 @@ def parse(text: str, rules: Rules) -> tuple[Stanza, list[tuple[int, str]]]:
     if len(lines) > MAX_LINES:
         problems.append((MAX_LINES + 1, f"at most {MAX_LINES} lines"))
     section = ""
+    comment = _UNESCAPED_SEMICOLON if rules.escaped_semicolons else ";"
+    value_pattern = rules.value_pattern or _VALUE
     for number, raw in enumerate(lines[:MAX_LINES], 1):
-        line = raw.split(";", 1)[0].strip()
+        line = (re.split(comment, raw, maxsplit=1)[0] if rules.escaped_semicolons
+                else raw.split(";", 1)[0]).strip()
         if not line:
             continue
         if len(raw) > MAX_LINE or not raw.isprintable():
@@ -97,9 +106,9 @@ def parse(text: str, rules: Rules) -> tuple[Stanza, list[tuple[int, str]]]:
             problems.append((number, f"{name!r} is not one of the options of this exercise: "
                                      f"{', '.join(sorted(rules.options))}"))
             continue
-        if not value or not _VALUE.match(value):
-            problems.append((number, f"{name}: a value of letters, digits and . , : / @ + = ! * - _ "
-                                     f"({rules.options[name]})"))
+        if not value or not value_pattern.match(value):
+            allowed = "letters, digits and . , : / @ + = ! * - _" + (" ~ % \\;" if rules.value_pattern else "")
+            problems.append((number, f"{name}: a value of {allowed} ({rules.options[name]})"))
             continue
         if name in rules.file_options and (not value.startswith(rules.file_root) or ".." in value):
             problems.append((number, f"{name}: a file under {rules.file_root}"))
@@ -135,3 +144,41 @@ PJSIP_TLS = Rules(options={
     "verify_client": "yes or no", "verify_server": "yes or no", "require_client_cert": "yes or no",
     "allow_reload": "yes or no"},
     file_options=frozenset({"cert_file", "priv_key_file", "ca_list_file"}), sections=True)
+
+
+# -- the trunk exercise (notebook 05) ----------------------------------------------------------
+
+#: A trunk's values: also ``~`` (chan_sip's register => …~expiry), ``%`` (passwords) and the
+#: escaped semicolon of PJSIP's ``outbound_proxy = sip:…\;lr``.
+TRUNK_VALUE = re.compile(r"^(?:[A-Za-z0-9 _.,:/@+=!*~%-]|\\;)*$")
+_YES_NO = "yes or no"
+#: chan_sip's trunk: ``register =>`` in [general] and the peer (Asterisk 16's sip.conf.sample).
+CHAN_SIP_TRUNK = Rules(options={
+    "register": "[peer?]user[@domain][:secret[:authuser]]@host[:port][/contact][~expiry]",
+    "registertimeout": "seconds", "registerattempts": "a number (0 = for ever)",
+    "register_retry_403": _YES_NO,
+    "type": "peer (or friend)", "host": "a host name or address", "outboundproxy": "a host name",
+    "fromdomain": "a domain", "fromuser": "a user name", "defaultuser": "a user name",
+    "username": "a user name", "authuser": "a user name", "secret": "a password",
+    "insecure": "invite, port, comma separated", "qualify": "yes, no or milliseconds",
+    "qualifyfreq": "seconds", "nat": "no, force_rport, comedia, comma separated",
+    "context": "a dialplan context", "disallow": "all", "allow": "a codec: alaw, ulaw, g722",
+    "directmedia": _YES_NO, "sendrpid": "pai or yes", "trustrpid": _YES_NO, "dtmfmode": "rfc2833",
+    "canreinvite": _YES_NO},
+    sections=True, value_pattern=TRUNK_VALUE, escaped_semicolons=True)
+#: PJSIP's trunk objects (Asterisk 22's pjsip.conf.sample): auth, registration, aor,
+#: endpoint, identify.
+PJSIP_TRUNK = Rules(options={
+    "type": "auth, registration, aor, endpoint or identify", "auth_type": "userpass",
+    "username": "a user name", "password": "a password", "realm": "a realm",
+    "server_uri": "sip:domain", "client_uri": "sip:user@domain", "contact_user": "a user name",
+    "outbound_auth": "the auth section's name", "outbound_proxy": "sip:host\\;lr",
+    "transport": "a transport section's name", "expiration": "seconds", "retry_interval": "seconds",
+    "forbidden_retry_interval": "seconds", "fatal_retry_interval": "seconds",
+    "max_retries": "a number", "max_random_initial_delay": "seconds", "line": _YES_NO,
+    "endpoint": "the endpoint's name", "contact": "sip:host", "qualify_frequency": "seconds",
+    "context": "a dialplan context", "disallow": "all", "allow": "codecs: alaw,ulaw,g722",
+    "aors": "the aor's name", "from_domain": "a domain", "from_user": "a user name",
+    "direct_media": _YES_NO, "send_pai": _YES_NO, "rtp_symmetric": _YES_NO, "force_rport": _YES_NO,
+    "rewrite_contact": _YES_NO, "match": "an address or host name", "dtmf_mode": "rfc4733"},
+    sections=True, value_pattern=TRUNK_VALUE, escaped_semicolons=True)

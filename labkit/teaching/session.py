@@ -44,6 +44,7 @@ from labkit.errors import CaptureError, LabStateError
 from labkit.spec import load_spec, merge_overrides, stanza
 from labkit.teaching.display import Text, TlsProbeView, WideTable, listen, show_figures_inline, tls_lines
 from labkit.teaching.recorder import Recorder
+from labkit.teaching.trunk import TrunkSession
 
 DATA = resources.data_dir()
 MODES = ("live", "replay")
@@ -74,7 +75,7 @@ def default_track() -> str:
     return tracks.get(os.environ.get("LABKIT_TRACK", tracks.DEFAULT.name)).name
 
 
-class Session:
+class Session(TrunkSession):
     """One notebook's lab (live) or its recording (replay), with the analysis on top."""
 
     def __init__(self, name: str, lab: str, track: str, mode: str, overrides: dict | None):

@@ -332,15 +332,16 @@ class LabCA:
     # -- making and keeping it ------------------------------------------------------------
     @classmethod
     def create(cls, name: str = "labkit Lab CA", *, key_type: str = "ec", bits: int = 2048,
-               days: int = 365, openssl: str = "openssl") -> LabCA:
-        """Make a new lab CA called ``name`` (its subject CN; any text)."""
+               days: int = 365, openssl: str = "openssl", key: PrivateKey | None = None) -> LabCA:
+        """Make a new lab CA called ``name`` (its subject CN; any text); with ``key``, the CA
+        uses that key instead of a new one (a CA that can be made again, with the same key)."""
         if not 1 <= days <= CA_MAX_DAYS:
             raise PkiError(
                 f"A lab CA lives 1 to {CA_MAX_DAYS} days, not {days}.",
                 cause="A lab CA's key sits unencrypted in a lab directory; the CA/B Forum "
                       "limits are for public CAs, a lab CA simply stays short.",
                 hint=f"Use days={CA_MAX_DAYS} or less, and make a new CA for the next course.")
-        key = new_key(key_type, bits)
+        key = key if key is not None else new_key(key_type, bits)
         now = _now()
         subject = _name(name)
         cert = (

@@ -127,7 +127,7 @@ class Truth:
         with LOCK:
             live = self._live.get(name)
             if live is not None:
-                key = ("live", id(live), len(live.recorder.entries), self.track, rec)
+                key = ("live", id(live), len(live.recorder.entries), _capture_stopped(live), self.track, rec)
             else:
                 key = (str(self.data), self.track, rec)
             if key not in _OPENED:
@@ -193,6 +193,11 @@ def _rooted(data: Path):
 _LAID_OUT: list[Path] = []
 
 
+def _capture_stopped(live) -> bool:
+    """Whether the live session's captures were already stopped (read once by the notebook)."""
+    return bool(getattr(live, "_pcaps", None))
+
+
 def _lay_out(live, rec: Recording) -> Path:
     """A live session's capture files and log, as a folder in the kit's layout."""
     root = Path(tempfile.mkdtemp(prefix="labkit-truth-"))
@@ -204,6 +209,10 @@ def _lay_out(live, rec: Recording) -> Path:
     (recorded / "session.json").write_text(json.dumps({"entries": live.recorder.entries}, default=str))
     captures = root / "captures"
     captures.mkdir()
+    if not _capture_stopped(live):
+        # Reading a live capture stops it: a check that reads only the log (a prediction)
+        # must not cut short what the notebook's later cells capture.
+        return root
     try:
         for index, place in enumerate(rec.capture):
             suffix = "" if index == 0 else f"-{place}"

@@ -473,7 +473,7 @@ class Session(TrunkSession):
                          overrides={"pbx": {"tls": copy.deepcopy(TLS_FAULTS[fault])}},
                          wait_registered=False)
 
-    def configure_tls(self, **tls: Any) -> Text:
+    def configure_tls(self, text: str | None = None, **tls: Any) -> Text:
         """Change the PBX's TLS settings — the lab file's ``pbx.tls``: ``certificate={...}``,
         ``versions=[...]``, ``ciphers=...``, or the lines of ``sip.conf`` (``sip_conf=``) and of
         ``pjsip.conf`` (``pjsip_conf=``) as you wrote them — and restart Asterisk.
@@ -483,7 +483,12 @@ class Session(TrunkSession):
         ``/etc/asterisk/tls``), in both modes.  Returns the TLS lines of the SIP configuration
         Asterisk now runs with.  In replay, only a configuration that was measured when the
         notebook was recorded has an answer.
+
+        ``text`` (optional) gives the same settings as lines of the lab file's ``pbx.tls``
+        (YAML: ``certificate:`` then ``  variant: good`` …); keywords are merged over it.
         """
+        if text is not None:
+            tls = merge_overrides(tls_settings(text), tls)
         overrides = merge_overrides(self._tls_overrides, {"pbx": {"tls": tls}})
         spec = load_spec(self.lab_name, overrides)  # refuses a bad stanza with its line number
 
@@ -577,7 +582,7 @@ class Session(TrunkSession):
         if self.workshop is None:
             folder = Path(tempfile.mkdtemp(prefix=f"labkit-{self.name}-certs-"))
             atexit.register(shutil.rmtree, folder, ignore_errors=True)
-            ca = pki.LabCA.create("Office Lab CA")
+            ca = workshop_ca()
             ca.write(folder)
             self.workshop, self.workshop_ca = folder, ca.cert
         return self.workshop
@@ -745,6 +750,46 @@ def pick_fault(student: str | None = None) -> tuple[int, str]:
     digest = hashlib.sha256(f"labkit-tls-fault:{student}".encode()).digest()
     index = int.from_bytes(digest[:8], "big") % len(TLS_FAULTS)
     return index + 1, list(TLS_FAULTS)[index]
+
+
+#: The CA of the certificate exercise (its subject CN).
+WORKSHOP_CA_NAME = "Office Lab CA"
+#: The order of the P-256 group: a private key is a number from 1 to this, minus one.
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def workshop_ca(student: str | None = None) -> pki.LabCA:
+    """The certificate exercise's CA for a student id (``LABKIT_STUDENT`` by default): its key
+    is derived from the id, so that the same CA (same key, same name) can be made again — by
+    the grader, which checks that the student's certificate chains to it.  Not a secret: the
+    student is given its key to sign with."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    if student is None:
+        student = os.environ.get("LABKIT_STUDENT", "").strip() or DEFAULT_STUDENT
+    digest = hashlib.sha256(f"labkit-workshop-ca:{student}".encode()).digest()
+    secret = int.from_bytes(digest, "big") % (_P256_ORDER - 1) + 1
+    return pki.LabCA.create(WORKSHOP_CA_NAME, key=ec.derive_private_key(secret, ec.SECP256R1()))
+
+
+def tls_settings(text: str, allowed: tuple[str, ...] = ("certificate",)) -> dict:
+    """Lab-file lines of ``pbx.tls`` written as text (YAML: ``certificate:`` then indented
+    ``variant: good`` …) as a mapping; only the keys *allowed* (and what is under them)."""
+    import yaml
+    if not isinstance(text, str):
+        raise LabStateError(f"The settings should be text (lab-file lines), not {type(text).__name__}.")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise LabStateError(f"The settings are not valid YAML{where}: {getattr(exc, 'problem', exc)}.",
+                            hint="e.g. 'certificate:' then '  variant: good' on the next line") from None
+    if not isinstance(data, dict) or not data:
+        raise LabStateError("The settings must be a YAML mapping, e.g. 'certificate: {variant: good}'.")
+    bad = [str(key) for key in data if key not in allowed]
+    if bad:
+        raise LabStateError(f"{', '.join(bad)}: not a setting of this exercise (allowed: {', '.join(allowed)}).")
+    return data
 
 
 def normalise_stanza(text: str, field: str) -> str:

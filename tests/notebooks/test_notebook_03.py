@@ -10,15 +10,23 @@ The same conventions as ``test_notebook_02.py``:
 * **live** (``-m live``, root): real labs on both tracks, every check passes;
 * hygiene: short cells, no function definitions, objectives first, clean metadata, small
   outputs, recordings and captures (with and without keys) present for every session;
-* the checks tell right answers from wrong ones and from swapped labs, and the student version
-  (solutions removed) fails its checks without breaking anything else.
+* the checks judge the *answers* (plain data) against truths they compute themselves — the
+  kit's recordings, the workshop CA made again from the student's id — and tell right answers
+  from wrong ones and from swapped recordings; the configure exercises (the TLS lines, the
+  diagnosis's fix) are live probes on a fresh lab (``-m live``);
+* ``labkit grade`` scores the notebook: right answers score; wrong answers, forged results, a
+  CA of one's own and another student's lab do not;
+* the student version (solutions removed) fails its checks without breaking anything else.
 """
 from __future__ import annotations
 
+import copy
+import csv
 import json
 import re
 import statistics
 import subprocess
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -75,6 +83,11 @@ def replayed(name, track, **kwargs):
     session = Session.start(name, "tls-office", track=track, mode="replay", **kwargs)
     session.recorder.replay_all()
     return session
+
+
+def probed_here(result) -> bool:
+    """A configure exercise's result in replay mode: not judged, the grader probes a live lab."""
+    return result[0] in PROBED and not result[1] and "checked on a live lab by the grader" in result[2]
 
 
 def student_ids() -> dict[str, str]:
@@ -135,7 +148,8 @@ def test_replay_legacy_runs():
     assert "fopen: Permission denied" in text                             # chan_sip's unreadable key
     assert "pjsip show" not in text
     assert "✗" not in text, "a check cell failed"
-    assert [r for r in check_results(nb) if not r[1]] == []
+    assert [r for r in check_results(nb) if not r[1] and not probed_here(r)] == []
+    assert {r[0] for r in check_results(nb) if probed_here(r)} == PROBED
 
 
 @pytest.mark.parametrize("track", TRACKS)
@@ -156,7 +170,9 @@ def test_every_diagnosis_lab_replays_and_its_solution_passes(track):
             "if r.id.startswith('diagnose')]))"))
         out = execute({"LABKIT_MODE": "replay", "LABKIT_TRACK": track, "LABKIT_STUDENT": student}, nb=small)
         assert errors(out) == [], (fault, errors(out))
-        assert [r for r in check_results(out) if not r[1]] == [], fault
+        results = check_results(out)
+        assert [r for r in results if r[0] == "diagnose-name" and r[1]], (fault, results)
+        assert [r for r in results if not r[1] and not probed_here(r)] == [], fault
 
 
 # -- (3) live, both tracks ---------------------------------------------------------------------
@@ -170,7 +186,7 @@ def test_live_runs_and_checks_pass(track):
     assert "✗" not in text, "a check cell failed"
     results = check_results(nb)
     assert len(results) >= 10
-    assert [r for r in results if not r[1]] == []
+    assert [r for r in results if not r[1]] == []          # the live probes included
 
 
 # -- (4) hygiene -----------------------------------------------------------------------------------
@@ -281,7 +297,11 @@ def test_manifest_lists_the_captures():
                 assert f"captures/{name}-{track}{suffix}" in files, (name, track, suffix)
 
 
-# -- the checks judge the lab and the answers: right answers pass, wrong ones fail ----------------
+# -- the checks judge the answers against truths they compute: right passes, wrong fails -------
+# The answers as the grader receives them (plain values, JSON round trip); the truth from the
+# recordings the checks open themselves and from the workshop CA the grader makes again
+# (checks.evaluate: what labkit grade does).  The configure exercises are live probes: not run
+# here (see test_live_probes_judge_the_text_on_a_fresh_lab and the grading tests).
 SOLUTION = {
     "sip_tls": "tlsenable = yes\ntlsbindaddr = 0.0.0.0:5061\ntlscertfile = /etc/asterisk/tls/pbx.crt\n"
                "tlsprivatekey = /etc/asterisk/tls/pbx.key\ntlscafile = /etc/asterisk/tls/ca.crt\n"
@@ -291,7 +311,7 @@ SOLUTION = {
                  "cert_file = /etc/asterisk/tls/pbx.crt\npriv_key_file = /etc/asterisk/tls/pbx.key\n"
                  "ca_list_file = /etc/asterisk/tls/ca.crt\nmethod = sslv23\n",
 }
-# The same lines written differently (comments, spacing, order of nothing else): still yours.
+# The same lines written differently (comments, spacing): still right.
 RESTYLED = {
     "sip_tls": "; mine\n" + SOLUTION["sip_tls"].replace(" = ", "="),
     "pjsip_tls": SOLUTION["pjsip_tls"].replace(" = ", "   =   ") + "; end\n",
@@ -303,20 +323,26 @@ WRONG_STANZA = {
                  "cert_file = /etc/asterisk/tls/pbx.crt\npriv_key_file = /etc/asterisk/tls/pbx.key\n"
                  "method = tlsv1_2\n",
 }
+FIX = "certificate:\n  variant: good\n  owner: asterisk\n"
+#: the configure exercises: measured by a live probe on a fresh lab (never judged in replay)
+PROBED = {"stanza-registers", "stanza-versions", "diagnose-fixed"}
+JUDGED = {"cert-verifies", "cert-san-lifetime", "predict-tls10-alert", "predict-tls13-only",
+          "stanza-other-generation", "wire-via-sent-by", "wire-rport", "diagnose-name"}
+RECORDINGS = ["03-tls", *(f"03-diagnose-{n}" for n in range(1, 7))]
 
 
-def _good_certificate(session):
+def _pem(issued) -> dict[str, str]:
     from labkit import pki
-    work = session.certificate_workshop()
-    pki.LabCA.load(work).issue_server([PBX_NAME]).write(work, "pbx")
+    return {"pbx_crt": pki.cert_pem(issued.cert).decode(), "pbx_key": pki.key_pem(issued.key).decode()}
 
 
-def _report_certificate(session):
+def _report_certificate(folder) -> dict[str, str]:
     """The report's certificate: self-signed, ten years, no subjectAltName."""
-    work = session.certificate_workshop()
+    folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(work / "pbx.key"), "-out", str(work / "pbx.crt"), "-days", "3655",
+                    "-keyout", str(folder / "pbx.key"), "-out", str(folder / "pbx.crt"), "-days", "3655",
                     "-subj", f"/CN={PBX_NAME}"], check=True, capture_output=True)
+    return {"pbx_crt": (folder / "pbx.crt").read_text(), "pbx_key": (folder / "pbx.key").read_text()}
 
 
 def _wire_answers(session) -> tuple[str, int]:
@@ -327,97 +353,287 @@ def _wire_answers(session) -> tuple[str, int]:
             int(answer.split("rport=")[1].split(";")[0].split()[0]))
 
 
-@pytest.mark.parametrize("track", TRACKS)
-def test_checks_tell_right_from_wrong(track):
-    from labkit.grading import checks
-    from labkit.teaching.session import TLS_FAULTS, pick_fault
+def _right(track) -> dict:
+    """What the solutions hand in, for the default student id."""
+    from labkit.teaching.session import pick_fault, workshop_ca
+    via, rport = _wire_answers(replayed("03-tls", track))
+    return {**_pem(workshop_ca().issue_server([PBX_NAME])), **SOLUTION, "tls10_alert": 70,
+            "tls13_only": 70 if track == "modern" else "TLSv1.3", "via_sent_by": via, "rport": rport,
+            "fault": pick_fault()[1], "fix": FIX}
 
-    number, fault = pick_fault("student")
-    ns = {"session": replayed("03-tls", track), "mine": replayed("03-mine", track),
-          "broken": replayed(f"03-diagnose-{number}", track, overrides={"pbx": {"tls": TLS_FAULTS[fault]}},
-                             wait_registered=False)}
-    _good_certificate(ns["session"])
-    via, rport = _wire_answers(ns["session"])
-    tls13 = 70 if track == "modern" else "TLSv1.3"
-    right = {**ns, **SOLUTION, "tls10_alert": 70, "tls13_only": tls13,
-             "via_sent_by": via, "rport": rport, "fault": fault}
-    assert [(r.id, r.message) for r in checks.run_all(NAME, right) if not r.passed] == []
+
+def _failed(results) -> dict[str, str]:
+    return {r.id: r.message for r in results if not r.passed and not r.not_run}
+
+
+@pytest.fixture
+def default_student(monkeypatch):
+    monkeypatch.delenv("LABKIT_STUDENT", raising=False)
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_checks_tell_right_from_wrong(track, tmp_path, default_student):
+    from labkit.grading import checks
+    from labkit.teaching.session import TLS_FAULTS
+
+    right = _right(track)
+    results = checks.evaluate(NAME, right, track=track)
+    assert {r.id for r in results} == JUDGED | PROBED
+    assert {r.id for r in results if r.not_run} == PROBED          # live probes: not judged here
+    assert _failed(results) == {}
+    assert {r.id for r in results if r.passed} == JUDGED
     # the same, written differently: lines restyled, a prediction given in words
     restyled = {**right, **RESTYLED, "tls10_alert": "protocol_version",
                 "tls13_only": "70" if track == "modern" else "TLS 1.3"}
-    assert [(r.id, r.message) for r in checks.run_all(NAME, restyled) if not r.passed] == []
+    assert _failed(checks.evaluate(NAME, restyled, track=track)) == {}
 
-    wrong_fault = next(f for f in TLS_FAULTS if f != fault)
-    alice_via = ns["session"].message("REGISTER", src="alice").split("Via: SIP/2.0/TLS ")[1].split(";")[0]
-    wrong = {**ns, **WRONG_STANZA, "tls10_alert": 40, "tls13_only": "TLSv1.3" if track == "modern" else 70,
-             "via_sent_by": alice_via, "rport": 5061, "fault": wrong_fault}
-    _report_certificate(ns["session"])
-    failed = {r.id: r.message for r in checks.run_all(NAME, wrong) if not r.passed}
-    passed = [r.id for r in checks.run_all(NAME, wrong) if r.passed]
-    assert passed == ["diagnose-fixed"], passed       # the lab itself was fixed: a measure, not an answer
+    wrong_fault = next(f for f in TLS_FAULTS if f != right["fault"])
+    alice_via = replayed("03-tls", track).message("REGISTER", src="alice").split("Via: SIP/2.0/TLS ")[1].split(";")[0]
+    wrong = {**_report_certificate(tmp_path / "report"), **WRONG_STANZA, "tls10_alert": 40,
+             "tls13_only": "TLSv1.3" if track == "modern" else 70, "via_sent_by": alice_via, "rport": 5061,
+             "fault": wrong_fault, "fix": FIX}
+    failed = _failed(checks.evaluate(NAME, wrong, track=track))
+    assert set(failed) == JUDGED, failed
     assert "18 at 0 depth lookup: self-signed" in failed["cert-verifies"]
     assert "no DNS name" in failed["cert-san-lifetime"]
-    assert "never ran with your" in failed["stanza-registers"]
+    assert "you predicted 40" in failed["predict-tls10-alert"]
     other = failed["stanza-other-generation"]
-    assert "method = tlsv1_2" in other or "tlscipher = ALL" in other, other
+    assert ("method = tlsv1_2" in other) if track == "legacy" else ("tlscipher = ALL" in other), other
+    assert failed["wire-rport"] == "you said 5061" and failed["diagnose-name"] == f"you said {wrong_fault}"
 
-    # a missing variable is a readable failure, not a crash (what needs no variable is measured)
-    missing = checks.run_all(NAME, ns)
-    assert [r.id for r in missing if r.passed] == ["diagnose-fixed"]
-    assert all("is not defined" in r.message for r in missing
-               if not r.passed and not r.id.startswith("cert-")), [r.message for r in missing]
+    # a missing variable is a readable failure, not a crash
+    missing = checks.evaluate(NAME, {}, track=track)
+    assert not any(r.passed for r in missing)
+    assert all("is not defined" in r.message for r in missing if not r.not_run), [r.message for r in missing]
+    # answers of the wrong type: failures with a reason
+    odd = {**right, "pbx_crt": 42, "rport": True, "tls10_alert": None, "sip_tls": ["tlsenable = yes"]}
+    failed = _failed(checks.evaluate(NAME, odd, track=track))
+    assert {"cert-verifies", "cert-san-lifetime", "wire-rport", "predict-tls10-alert"} <= set(failed)
+    assert "should be the text of" in failed["cert-san-lifetime"]
+
+
+def test_the_certificate_must_chain_to_the_students_own_workshop_ca(default_student):
+    """The CA is the one the grader makes again from the student's id: a CA of one's own under
+    the same name, another student's workshop CA, or a key of another certificate fail."""
+    from labkit import pki
+    from labkit.grading import checks
+    from labkit.grading.answers import Answers
+    from labkit.grading.truth import Truth
+    from labkit.teaching.session import workshop_ca
+
+    right = _right("modern")
+    own_ca = pki.LabCA.create("Office Lab CA")
+    failed = _failed(checks.evaluate(NAME, {**right, **_pem(own_ca.issue_server([PBX_NAME]))}, track="modern"))
+    assert set(failed) == {"cert-verifies"} and "20 at 0 depth lookup" in failed["cert-verifies"], failed
+    other = _pem(workshop_ca("someone-else").issue_server([PBX_NAME]))
+    failed = _failed(checks.evaluate(NAME, {**right, **other}, track="modern"))
+    assert set(failed) == {"cert-verifies"}, failed
+    mismatched = {**right, "pbx_key": _pem(workshop_ca().issue_server([PBX_NAME]))["pbx_key"]}
+    failed = _failed(checks.evaluate(NAME, mismatched, track="modern"))
+    assert failed == {"cert-verifies": "pbx.key is not the private key of pbx.crt"}
+    # graded under its own id, the student's own CA's certificate passes, the default one does not
+    cert = checks.find(NAME, "cert-verifies")
+    truth = Truth(NAME, "modern", student="someone-else")
+    assert checks.judge(cert, Answers(other), truth).passed
+    assert not checks.judge(cert, Answers({k: right[k] for k in ("pbx_crt", "pbx_key")}), truth).passed
+    # the CA is the same each time for an id, and the workshop folder holds it
+    assert workshop_ca("x").cert.public_key() == workshop_ca("x").cert.public_key()
+    session = replayed("03-tls", "modern")
+    work = session.certificate_workshop()
+    assert pki.load_certificate(work / "ca.crt").public_key() == workshop_ca().cert.public_key()
 
 
 @pytest.mark.parametrize("track", TRACKS)
-def test_checks_refuse_swapped_and_unfixed_labs(track, tmp_path):
+def test_checks_refuse_swapped_artifacts(track, tmp_path, default_student):
+    """The truth is the kit's recording of each lab: another lab's files in its place fail the
+    checks that read them, and the student's namespace is never read."""
     from labkit.grading import checks
-    from labkit.teaching.session import TLS_FAULTS, Session, pick_fault
+    from labkit.teaching.session import Session, pick_fault
 
-    number, fault = pick_fault("student")
-    session, mine = replayed("03-tls", track), replayed("03-mine", track)
-    broken = replayed(f"03-diagnose-{number}", track, overrides={"pbx": {"tls": TLS_FAULTS[fault]}},
-                      wait_registered=False)
-    _good_certificate(session)
-    via, rport = _wire_answers(session)
-    right = {"session": session, "mine": mine, "broken": broken, **SOLUTION, "tls10_alert": 70,
-             "tls13_only": 70 if track == "modern" else "TLSv1.3", "via_sent_by": via, "rport": rport,
-             "fault": fault}
+    right = _right(track)
+    # notebook 01's UDP lab handed in as the TLS lab: no TLS probe, no REGISTER over TLS
+    udp = nbtools.recordings_folder(tmp_path / "udp", track, RECORDINGS, {"03-tls": "01-first-call"})
+    failed = _failed(checks.evaluate(NAME, right, track=track, data=udp))
+    assert {"predict-tls10-alert", "predict-tls13-only", "wire-via-sent-by", "wire-rport"} <= set(failed)
+    assert "diagnose-name" not in failed
+    # another fault's recording in place of the student's lab
+    number, _ = pick_fault()
+    other = 1 if number != 1 else 2
+    swapped = nbtools.recordings_folder(tmp_path / "fault", track, RECORDINGS,
+                                        {f"03-diagnose-{number}": f"03-diagnose-{other}"})
+    failed = _failed(checks.evaluate(NAME, right, track=track, data=swapped))
+    assert set(failed) == {"diagnose-name"} and "not the lab your id gives" in failed["diagnose-name"], failed
+    # a session in the student's namespace (whatever it holds) is never read
+    fake = Session.start("01-first-call", "first-call", track=track, mode="replay")
+    fake.recorder.replay_all()
+    fake.recorder.entries.append({"kind": "tls-probe", "args": {"version": "1.0"},
+                                  "result": {"connected": False, "alert": 40}})
+    assert checks.run(NAME, "wire-via-sent-by", {**right, "session": fake}).passed
+    assert not checks.run(NAME, "predict-tls10-alert", {**right, "session": fake, "tls10_alert": 40}).passed
 
-    def failing(ns):
-        return {r.id: r.message for r in checks.run_all(NAME, ns) if not r.passed}
 
-    # the healthy lab offered as the broken one: it hides no fault
-    failed = failing({**right, "broken": session})
-    assert set(failed) == {"diagnose-name", "diagnose-fixed"} and "hides no fault" in failed["diagnose-name"]
-    # the broken lab, not fixed: its log stops before the student's change
-    unfixed = replayed(f"03-diagnose-{number}", track, overrides={"pbx": {"tls": TLS_FAULTS[fault]}},
-                       wait_registered=False)
-    first_change = next(i for i, e in enumerate(unfixed.recorder.entries) if e["kind"] == "configure-tls")
-    unfixed.recorder.entries = unfixed.recorder.entries[:first_change]
-    failed = failing({**right, "broken": unfixed})
-    assert set(failed) == {"diagnose-fixed"} and "never reconfigured" in failed["diagnose-fixed"]
-    # the lab that kept the kit's own TLS lines offered as the student's
-    failed = failing({**right, "mine": session})
-    assert {"stanza-registers", "stanza-versions"} <= set(failed)
-    # predictions noted after the reveal do not count
-    late = replayed("03-tls", track)
-    predictions = [e for e in late.recorder.entries if e["kind"] == "prediction"]
-    late.recorder.entries = [e for e in late.recorder.entries if e["kind"] != "prediction"] + predictions
-    late.workshop, late.workshop_ca = session.workshop, session.workshop_ca
-    failed = failing({**right, "session": late})
-    assert {"predict-tls10-alert", "predict-tls13-only"} <= set(failed)
-    assert "before the probe" in failed["predict-tls10-alert"]
-    # a prediction changed after the reveal does not count either
-    failed = failing({**right, "tls10_alert": 45})
-    assert "you predicted 70" in failed["predict-tls10-alert"]
-    # a capture of SIP over UDP (notebook 01) offered for the wire exercise
-    udp = Session.start("01-first-call", "first-call", track=track, mode="replay")
-    udp.workshop, udp.workshop_ca = session.workshop, session.workshop_ca
-    failed = failing({**right, "session": udp})
-    assert {"wire-via-sent-by", "wire-rport"} <= set(failed)
-    # a key others can read
-    (session.workshop / "pbx.key").chmod(0o644)
-    assert "chmod 600" in failing(right)["cert-verifies"]
+@pytest.mark.live
+def test_live_probes_judge_the_text_on_a_fresh_lab(default_student):
+    """The configure exercises on the modern track: right text and fix pass, wrong fail."""
+    from labkit.grading import checks
+    right = _right("modern")
+    wrong = {**right, "pjsip_tls": SOLUTION["pjsip_tls"].replace("0.0.0.0:5061", "0.0.0.0:5062"),
+             "fix": "certificate:\n  variant: expired\n"}
+    got = {r.id: r for r in checks.evaluate(NAME, right, track="modern", probes=True) if r.id in PROBED}
+    assert {i: r.passed for i, r in got.items()} == dict.fromkeys(PROBED, True), [r.line() for r in got.values()]
+    got = {r.id: r for r in checks.evaluate(NAME, wrong, track="modern", probes=True) if r.id in PROBED}
+    assert {i: r.passed for i, r in got.items()} == dict.fromkeys(PROBED, False), [r.line() for r in got.values()]
+    assert "did not register" in got["stanza-registers"].message
+    assert "still did not register" in got["diagnose-fixed"].message
+    # a fix that is not lab-file lines of this exercise is refused before any lab is made
+    refused = checks.evaluate(NAME, {**right, "fix": "pbx:\n  tls: {}\n"}, track="modern", probes=True)
+    message = next(r.message for r in refused if r.id == "diagnose-fixed")
+    assert "not a setting of this exercise" in message
+
+
+# -- labkit grade scores the notebook: right answers score, wrong, forged and swapped do not -------
+FORGER = '''\
+import json
+from labkit import pki
+from labkit.grading import checks
+own = pki.LabCA.create("Office Lab CA")            # a CA of its own, under the workshop CA's name
+issued = own.issue_server(["pbx.office.example"])
+pbx_crt, pbx_key = pki.cert_pem(issued.cert).decode(), pki.key_pem(issued.key).decode()
+own.write(work)                                     # and put in the workshop folder as its CA
+session.recorder.entries.append({"kind": "tls-probe", "args": {"version": "1.0"},
+                                 "result": {"connected": False, "alert": 99}})
+tls10_alert, tls13_only, via_sent_by, rport, fault = 99, 99, "10.9.9.9:1", 1, "forged"
+checks.run = checks.run_all = lambda *a, **k: print("✓ 1/1 cert-verifies")
+claims = {"labkit_answers": 1, "notebook": "03-tls", "answers": {"tls10_alert": {"value": 70}},
+          "results": [{"id": "cert-verifies", "passed": True, "points": 9}]}
+for name in ("answers.json", "report.json", "/tmp/answers.json"):
+    with open(name, "w") as fh:
+        json.dump(claims, fh)
+print("✓ 1/1 cert-verifies\\n✓ 1/1 predict-tls10-alert\\n✓ 2/2 diagnose-fixed")
+'''
+
+#: the solutions' answers, wrong: the report's certificate, wrong predictions, lines and fault
+WRONG_SOLUTIONS = [
+    '!openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {work}/pbx.key '
+    '-out {work}/pbx.crt -days 3655 -subj "/CN=pbx.office.example" 2>/dev/null',
+    'tls10_alert = 40\ntls13_only = "TLSv1.3"',
+    f'sip_tls = {WRONG_STANZA["sip_tls"]!r}\npjsip_tls = {WRONG_STANZA["pjsip_tls"].replace("5061", "5062")!r}',
+    'via_sent_by = "192.168.0.11:5061"\nrport = 5061',
+    'fault = "self-signed" if broken.name.endswith("-5") else "unreadable-key"\n'
+    'fix = "certificate:\\n  variant: expired\\n"',
+]
+
+
+def _solved_with(nb, solutions: list[str]):
+    nb = copy.deepcopy(nb)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "### BEGIN SOLUTION" in c.source]
+    assert len(cells) == len(solutions)
+    for cell, code in zip(cells, solutions):
+        cell.source = nbtools.SOLUTION.sub(lambda _m, code=code: code, cell.source)
+    return nb
+
+
+def _grade_rows(path) -> dict[tuple[str, str], dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {(r["student"], r["check"]): r for r in csv.DictReader(fh)}
+
+
+def _submit(subs, student: str, nb) -> None:
+    (subs / student).mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(subs / student / f"{NAME}.ipynb"))
+
+
+def _another_id(student: str) -> str:
+    """A student id whose diagnosis lab hides another fault than *student*'s."""
+    from labkit.teaching.session import pick_fault
+    mine = pick_fault(student)[1]
+    return next(other for fault, other in student_ids().items() if fault != mine)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One grading run of notebook 03 (replay, in the sandbox, probes off): an honest student,
+    a wrong one, a forger (fake results, a CA of its own, a doctored session log, patched
+    checks) and a swapper (the diagnosis lab of another student's id)."""
+    from labkit.grading.grade import grade, release
+    root = tmp_path_factory.mktemp("grade03")
+    source = root / "source"
+    source.mkdir()
+    (source / PATH.name).write_bytes(PATH.read_bytes())
+    (released,) = release(source / PATH.name, root / "release")
+    honest = read()
+    subs = root / "submissions"
+    _submit(subs, "honest", honest)
+    _submit(subs, "wrong", _solved_with(honest, WRONG_SOLUTIONS))
+    forger = nbformat.read(str(released), as_version=4)
+    for cell in forger.cells:
+        cell.source = cell.source.replace("raise NotImplementedError()", "pass")
+    forger.cells.append(nbformat.v4.new_code_cell(FORGER))
+    _submit(subs, "forger", forger)
+    swapper = copy.deepcopy(honest)
+    at = next(i for i, c in enumerate(swapper.cells) if "Session.diagnosis(" in c.source)
+    swapper.cells.insert(at, nbformat.v4.new_code_cell(
+        f"import os\nos.environ['LABKIT_STUDENT'] = {_another_id('swapper')!r}"))
+    _submit(subs, "swapper", swapper)
+    out = root / "grades" / "grades.csv"
+    report = grade(subs, out, source=source, timeout=TIMEOUT, total_timeout=1200, jobs=4, probes=False)
+    feedback = {p.stem: p.read_text() for p in (out.parent / "feedback").iterdir()}
+    return SimpleNamespace(rows=_grade_rows(out), report=report, feedback=feedback)
+
+
+def _got(graded, student: str) -> dict[str, tuple[str, str]]:
+    return {check: (row["points"], row["status"]) for (who, check), row in graded.rows.items() if who == student}
+
+
+def test_grading_scores_the_honest_notebook(graded):
+    got = _got(graded, "honest")
+    assert set(got) == JUDGED | PROBED
+    assert {c: got[c][1] for c in JUDGED} == dict.fromkeys(JUDGED, "pass"), graded.feedback["honest"]
+    assert {c: got[c] for c in PROBED} == dict.fromkeys(PROBED, ("0", "not-run"))
+    assert not any("old-style" in note for note in graded.report.notes), graded.report.notes
+
+
+def test_grading_fails_wrong_answers(graded):
+    got = _got(graded, "wrong")
+    assert {c: got[c] for c in JUDGED} == dict.fromkeys(JUDGED, ("0", "fail")), graded.feedback["wrong"]
+    assert "18 at 0 depth lookup: self-signed" in graded.rows[("wrong", "cert-verifies")]["message"]
+
+
+def test_grading_ignores_forged_results_and_a_ca_of_ones_own(graded):
+    """Fake answers files, ✓ lines, patched checks, a doctored session log and a certificate
+    signed by a CA the student made under the workshop CA's name earn nothing; only the
+    certificate's own properties (its SAN, its lifetime) are what they are."""
+    got = _got(graded, "forger")
+    assert got.pop("cert-san-lifetime") == ("1", "pass")
+    assert {c: s for c, (_, s) in got.items()} == {**dict.fromkeys(JUDGED - {"cert-san-lifetime"}, "fail"),
+                                                   **dict.fromkeys(PROBED, "fail")}, graded.feedback["forger"]
+    assert all(points == "0" for points, _ in got.values())
+    assert "20 at 0 depth lookup" in graded.rows[("forger", "cert-verifies")]["message"]
+    assert graded.rows[("forger", "predict-tls10-alert")]["message"] == "you predicted 99"
+    assert "✓" not in graded.feedback["forger"].split("cert-verifies", 1)[1].split("\n", 1)[0]
+
+
+def test_grading_judges_the_lab_of_the_students_own_id(graded):
+    got = _got(graded, "swapper")
+    assert got["diagnose-name"] == ("0", "fail"), graded.feedback["swapper"]
+    assert {c: got[c][1] for c in JUDGED - {"diagnose-name"}} == dict.fromkeys(JUDGED - {"diagnose-name"}, "pass")
+
+
+@pytest.mark.live
+def test_grading_runs_the_probes_of_the_configure_exercises(tmp_path):
+    """labkit grade with live probes: the honest text and fix score, the wrong ones do not."""
+    from labkit.grading.grade import grade
+    honest = read()
+    subs = tmp_path / "subs"
+    _submit(subs, "honest", honest)
+    _submit(subs, "wrong", _solved_with(honest, WRONG_SOLUTIONS))
+    out = tmp_path / "g" / "g.csv"
+    grade(subs, out, timeout=TIMEOUT, total_timeout=1200, jobs=2)
+    rows = _grade_rows(out)
+    for check in PROBED:
+        assert rows[("honest", check)]["status"] == "pass", rows[("honest", check)]
+        assert rows[("wrong", check)]["status"] == "fail", rows[("wrong", check)]
+    assert rows[("honest", "stanza-registers")]["points"] == "2"
 
 
 # -- the student version: solutions removed, the notebook still goes to the end ------------------

@@ -1,32 +1,54 @@
 """Checks of ``notebooks/03-tls.ipynb`` (SIP over TLS).
 
-The notebook's labs: ``ns["session"]`` (tls-office: the certificate exercise's folder, the
-predictions and the probes that reveal them, the capture read on the wire), ``ns["mine"]``
-(tls-office run with the student's own TLS lines) and ``ns["broken"]`` (tls-office with a
-fault picked for the student, :func:`labkit.teaching.session.pick_fault`).
+The student's *answers* (JSON data) and where each truth comes from, computed here:
 
-Every truth comes from artifacts: the files the student's openssl commands wrote, checked
-against the exercise's CA; the session's ordered log of what the lab answered (a prediction
-counts only if it was noted before the probe that shows the outcome; a configuration only
-if the lab then measured the phones registered over TLS); the capture with the lab's TLS
-keys.  A lab that was not fixed fails the fix's check, whatever the answer.
+* exercise 1, the certificate: ``pbx_crt`` and ``pbx_key`` (the PEM text of the files the
+  student's openssl commands wrote) are verified against the exercise's CA, which the
+  grader makes again from the student's id (:func:`labkit.teaching.session.workshop_ca`:
+  the same key the student's kernel made) — never a CA the notebook hands over — for the
+  name the lab's phones dial (the lab file);
+* exercise 2, predictions: ``tls10_alert`` and ``tls13_only`` against what the recorded
+  lab answered (the session ``03-tls``: its TLS probes, before and after
+  ``configure_tls(versions=["1.2"])``);
+* exercise 3, the TLS lines (``sip_tls`` / ``pjsip_tls``): *configure* exercises, the text
+  of the graded track applied to a fresh ``tls-office`` lab by a live probe that measures
+  both phones registered over TLS, and TLS 1.2 and 1.3 clients verifying the PBX; the other
+  generation's text (hidden) is read against the exercise's rules;
+* exercise 4, the wire: ``via_sent_by`` and ``rport`` against Bob's first REGISTER and its
+  answer in the recorded capture with the TLS keys;
+* exercise 5, the diagnosis: ``fault`` against the fault the student's id picks
+  (:func:`labkit.teaching.session.pick_fault`), the recording of that lab confirming it;
+  ``fix`` (lab-file lines of ``pbx.tls``) is a configure exercise: applied to a fresh lab
+  *with the student's fault* by a live probe, which measures that both phones register.
 """
 from __future__ import annotations
 
+import copy
+import json
 import re
-import stat
-from pathlib import Path
+import time
+from types import SimpleNamespace
 
-from labkit import pki, tracks
-from labkit.grading.checks import check
+from labkit import pki
+from labkit.errors import LabkitError
+from labkit.grading import probes
+from labkit.grading.checks import check, configure, recording
 from labkit.services.tlsprobe import ALERTS
-from labkit.spec import stanza
-from labkit.teaching.session import STANZA_FIELD, TLS_FAULTS, normalise_stanza
+from labkit.spec import merge_overrides, stanza
+from labkit.teaching.session import DEFAULT_STUDENT, TLS_FAULTS, pick_fault, tls_settings, workshop_ca
 
 NB = "03-tls"
-#: The variable holding the student's lines for each lab-file field.
-STANZA_VARIABLE = {"sip_conf": "sip_tls", "pjsip_conf": "pjsip_tls"}
+LAB = "tls-office"
+SESSION = recording(NB, "03-tls", LAB).name
+#: one recording per fault a student may get (Session.diagnosis: "<name>-<number>")
+DIAGNOSIS = {fault: recording(NB, f"03-diagnose-{n}", LAB, overrides={"pbx": {"tls": change}}).name
+             for n, (fault, change) in enumerate(TLS_FAULTS.items(), 1)}
+#: The variable holding the student's lines for each track's SIP configuration file.
+STANZA_VARIABLE = {"sip.conf": "sip_tls", "pjsip.conf": "pjsip_tls"}
 MAX_DAYS = 366
+#: how long the phones of a probe's lab get to register
+REGISTER_WITHIN = 20.0
+PROBE_TIMEOUT = 150
 
 
 # -- truths ------------------------------------------------------------------------------------
@@ -37,19 +59,6 @@ def pbx_name(session) -> str:
 
 def entries(session) -> list[dict]:
     return session.recorder.entries
-
-
-def student_certificate(session):
-    """The certificate and key the student wrote in the exercise's folder."""
-    folder = getattr(session, "workshop", None)
-    if folder is None or getattr(session, "workshop_ca", None) is None:
-        raise AssertionError("no certificate folder: run the cell with session.certificate_workshop()")
-    cert_path, key_path = Path(folder) / "pbx.crt", Path(folder) / "pbx.key"
-    for path in (cert_path, key_path):
-        if not path.is_file():
-            raise AssertionError(f"{path.name} is not in the certificate folder: your openssl commands "
-                                 f"must write {path.name} there")
-    return pki.load_certificate(cert_path), key_path
 
 
 def probe_after(items: list[dict], start: int, version: str, stop_at_configure: bool = False):
@@ -70,45 +79,29 @@ def outcome(result: dict):
     return result.get("alert")
 
 
-def noted_prediction(items: list[dict], before: int, name: str):
-    """The last prediction of ``name`` noted before entry ``before`` (None if there is none)."""
-    for i in range(before - 1, -1, -1):
-        entry = items[i]
-        if entry["kind"] == "prediction" and name in entry["args"]:
-            return entry["args"][name]
-    return None
+def tls10_outcome(session):
+    """What a TLS 1.0 client got from the lab as it started."""
+    _, result = probe_after(entries(session), -1, "1.0")
+    if result is None:
+        raise AssertionError("the recording holds no TLS 1.0 probe")
+    return outcome(result)
+
+
+def tls13_only_outcome(session):
+    """What a TLS 1.3 client got once the lab was configured with versions=['1.2']."""
+    items = entries(session)
+    for start, entry in enumerate(items):
+        if entry["kind"] == "configure-tls" and (entry["args"].get("tls") or {}).get("versions") == ["1.2"]:
+            _, result = probe_after(items, start, "1.3", stop_at_configure=True)
+            if result is not None:
+                return outcome(result)
+    raise AssertionError("the recording holds no TLS 1.3 probe of the lab configured with versions=['1.2']")
 
 
 def fault_of(session) -> str | None:
-    """The fault the diagnosis lab was started with (its overrides), or None."""
+    """The fault a diagnosis lab was started with (its overrides), or None."""
     tls = (getattr(session, "overrides", None) or {}).get("pbx", {}).get("tls")
     return next((name for name, change in TLS_FAULTS.items() if tls == change), None)
-
-
-def stanza_field(session) -> str:
-    return STANZA_FIELD[tracks.get(session.track).sip_config]
-
-
-def with_your_lines(ns) -> tuple[list[dict], int, int]:
-    """The log of ``mine``, the entry where the lab was configured with the student's lines,
-    and where that configuration ended (the next configure_tls, or the end)."""
-    mine = ns["mine"]
-    field = stanza_field(mine)
-    text = ns[STANZA_VARIABLE[field]]
-    rules = stanza.CHAN_SIP_TLS if field == "sip_conf" else stanza.PJSIP_TLS
-    _, problems = stanza.parse(text, rules)
-    if problems:
-        raise AssertionError("your lines do not parse: " + "; ".join(f"line {n}: {m}" for n, m in problems[:3]))
-    wanted = normalise_stanza(text, field)
-    items = entries(mine)
-    found = [i for i, e in enumerate(items)
-             if e["kind"] == "configure-tls" and (e["args"].get("tls") or {}).get(field) == wanted]
-    if not found:
-        raise AssertionError(f"the lab never ran with your {STANZA_VARIABLE[field]}: run "
-                             "mine.configure_tls(...) with it (after your last change to it)")
-    start = found[-1]
-    end = next((i for i in range(start + 1, len(items)) if items[i]["kind"] == "configure-tls"), len(items))
-    return items, start, end
 
 
 def wire_truth(session) -> tuple[str, int]:
@@ -130,16 +123,45 @@ def wire_truth(session) -> tuple[str, int]:
     return sent_by, int(answers.iloc[0].via_rport)
 
 
+def student_certificate(answer):
+    """The student's certificate and key, from the PEM text they handed in."""
+    texts = {}
+    for name in ("pbx_crt", "pbx_key"):
+        value = answer[name]
+        if not isinstance(value, str) or "-----BEGIN" not in value:
+            raise AssertionError(f"`{name}` should be the text of the file (PEM, -----BEGIN …), not {value!r:.60}")
+        texts[name] = value
+    try:
+        cert = pki.load_certificate(texts["pbx_crt"].encode())
+    except Exception:
+        raise AssertionError("`pbx_crt` is not a certificate (PEM) that can be read") from None
+    try:
+        key = pki.load_key(texts["pbx_key"].encode())
+    except Exception:
+        raise AssertionError("`pbx_key` is not a private key (PEM, unencrypted) that can be read") from None
+    return cert, key
+
+
+def certificate_of(answer):
+    value = answer["pbx_crt"]
+    if not isinstance(value, str) or "-----BEGIN" not in value:
+        raise AssertionError(f"`pbx_crt` should be the text of pbx.crt (PEM, -----BEGIN …), not {value!r:.60}")
+    try:
+        return pki.load_certificate(value.encode())
+    except Exception:
+        raise AssertionError("`pbx_crt` is not a certificate (PEM) that can be read") from None
+
+
 # -- reading answers ---------------------------------------------------------------------------
 _ALERT_NUMBERS = {name: number for number, name in ALERTS.items()}
 
 
 def as_outcome(value):
     """An alert number (70, "70", "protocol_version") or a TLS version ("TLSv1.3", "1.3")."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
         raise TypeError(f"expected an alert number or a TLS version, not {value!r}")
-    if hasattr(value, "item"):
-        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, int):
         return value
     text = str(value).strip()
@@ -157,33 +179,34 @@ def _shown(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _int(value) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a port number, not {value!r}")
+    return int(value)
+
+
 # -- exercise 1: a certificate that passes -----------------------------------------------------
-@check(NB, "cert-verifies", points=1,
+@check(NB, "cert-verifies", points=1, answers=("pbx_crt", "pbx_key"),
        hint="sign your CSR with the workshop's CA (-CA ca.crt -CAkey ca.key), not with -signkey; "
             "write pbx.key and pbx.crt in the workshop folder")
-def _cert_verifies(ns):
-    session = ns["session"]
-    cert, key_path = student_certificate(session)
-    name = pbx_name(session)
-    verdict = pki.verify(cert, session.workshop_ca, name)
+def _cert_verifies(answer, truth):
+    cert, key = student_certificate(answer)
+    name = pbx_name(truth.session(SESSION))
+    ca = workshop_ca(truth.student or DEFAULT_STUDENT)
+    verdict = pki.verify(cert, ca.cert, name)
     if not verdict.ok:
-        return False, f"a phone trusting the lab CA and dialling {name} says: {verdict.openssl_line}"
-    if not pki.key_matches(cert, pki.load_key(key_path)):
+        return False, f"a phone trusting the workshop's CA and dialling {name} says: {verdict.openssl_line}"
+    if not pki.key_matches(cert, key):
         return False, "pbx.key is not the private key of pbx.crt"
-    if stat.S_IMODE(key_path.stat().st_mode) & 0o077:
-        return False, (f"pbx.key is mode {stat.S_IMODE(key_path.stat().st_mode):04o}: other users may read it "
-                       "(chmod 600)")
-    return True, f"verify return code 0 for {name}; the key matches and is private"
+    return True, f"verify return code 0 for {name}; the key matches"
 
 
-@check(NB, "cert-san-lifetime", points=1,
+@check(NB, "cert-san-lifetime", points=1, answers=("pbx_crt",),
        hint="-addext 'subjectAltName=DNS:…' on the request and -copy_extensions copy when signing; "
             "-days 365 or less (the option is -days)")
-def _cert_san_lifetime(ns):
-    session = ns["session"]
-    cert, _ = student_certificate(session)
-    info = pki.describe(cert)
-    name = pbx_name(session)
+def _cert_san_lifetime(answer, truth):
+    info = pki.describe(certificate_of(answer))
+    name = pbx_name(truth.session(SESSION))
     if name not in info["san_dns"]:
         return False, (f"its subjectAltName holds {info['san_dns'] or 'no DNS name'}: phones check the name "
                        f"they dial ({name}) there")
@@ -195,89 +218,77 @@ def _cert_san_lifetime(ns):
 
 
 # -- exercise 2: predictions --------------------------------------------------------------------
-def _predicted(ns, variable: str, reveal: int | None, truth) -> tuple[bool, str]:
-    session = ns["session"]
-    answer = as_outcome(ns[variable])
-    if reveal is None:
-        return False, "the probe that shows the outcome has not run yet: run the cells after the prediction"
-    noted = noted_prediction(entries(session), reveal, variable)
-    if noted is None:
-        return False, (f"no prediction of {variable} was noted before the probe ran: run the prediction cell "
-                       "(session.predict) before the probe")
-    if as_outcome(noted) != answer:
-        return False, f"{variable} is {_shown(answer)} now, but you predicted {_shown(as_outcome(noted))}"
-    return answer == truth, f"you predicted {_shown(answer)}"
+def _predicted(answer, variable: str, expected) -> tuple[bool, str]:
+    said = as_outcome(answer[variable])
+    return said == expected, f"you predicted {_shown(said)}"
 
 
-@check(NB, "predict-tls10-alert", points=1,
+@check(NB, "predict-tls10-alert", points=1, answers=("tls10_alert",),
        hint="RFC 8996 forbids TLS 1.0; which alert of RFC 8446 §6.2 says 'not this version'?")
-def _predict_tls10(ns):
-    items = entries(ns["session"])
-    reveal, result = probe_after(items, -1, "1.0")
-    return _predicted(ns, "tls10_alert", reveal, outcome(result) if result else None)
+def _predict_tls10(answer, truth):
+    return _predicted(answer, "tls10_alert", tls10_outcome(truth.session(SESSION)))
 
 
-@check(NB, "predict-tls13-only", points=1,
+@check(NB, "predict-tls13-only", points=1, answers=("tls13_only",),
        hint="is pjproject's method a minimum or one exact version? does chan_sip have a switch for TLS 1.3?")
-def _predict_tls13_only(ns):
-    items = entries(ns["session"])
-    configured = [i for i, e in enumerate(items) if e["kind"] == "configure-tls"
-                  and (e["args"].get("tls") or {}).get("versions") == ["1.2"]]
-    reveal = result = None
-    for start in configured:
-        reveal, result = probe_after(items, start, "1.3", stop_at_configure=True)
-        if reveal is not None:
-            break
-    if not configured:
-        return False, "the lab was never configured with versions=['1.2']: run the cells of this section"
-    return _predicted(ns, "tls13_only", reveal, outcome(result) if result else None)
+def _predict_tls13_only(answer, truth):
+    return _predicted(answer, "tls13_only", tls13_only_outcome(truth.session(SESSION)))
 
 
-# -- exercise 3: your own TLS lines ------------------------------------------------------------
-@check(NB, "stanza-registers", points=2,
-       hint="both phones must register again after configure_tls (mine.register(...)), and the PBX must "
-            "say TLS for them (mine.transport_of)")
-def _stanza_registers(ns):
-    items, start, end = with_your_lines(ns)
-    mine = ns["mine"]
-    after = items[start + 1:end]
-    registered = {}
-    for entry in after:
-        if entry["kind"] == "register":
-            registered[entry["args"]["phone"]] = bool(entry["result"])
-    phones = [p.name for p in mine.spec.phones]
-    missing = [p for p in phones if not registered.get(p)]
-    if missing:
-        state = {True: "registered", False: "not registered", None: "not asked"}
-        said = ", ".join(f"{p}: {state[registered.get(p)]}" for p in phones)
-        return False, f"with your lines the phones did not all register ({said})"
-    transports = [str(e["result"]) for e in after if e["kind"] == "transport-of"]
-    if not transports:
-        return False, "the PBX was not asked how it reaches the phones (mine.transport_of) after your change"
-    if not any(re.search(r"Prim\.Transp\.\s*:\s*TLS|transport=TLS", t, re.I) for t in transports):
-        return False, "the PBX does not say TLS for the phone: it registered another way"
+# -- exercise 3: your own TLS lines (live probes) -----------------------------------------------
+def _wait_registered(lab, within: float = REGISTER_WITHIN) -> tuple[set[str], set[str]]:
+    """(extensions wanted, extensions registered) once all registered or *within* seconds."""
+    wanted = {p.extension for p in lab.spec.phones}
+    deadline = time.monotonic() + within
+    registered = set(lab.pbx.registered())
+    while not wanted <= registered and time.monotonic() < deadline:
+        time.sleep(0.5)
+        registered = set(lab.pbx.registered())
+    return wanted, registered
+
+
+def _over_tls(lab, extension: str) -> bool:
+    """Whether the PBX says it reaches *extension* over TLS (sip show peer / pjsip show aor)."""
+    legacy = lab.pbx.sip_config_name == "sip.conf"
+    out = lab.pbx.cli(f"sip show peer {extension}" if legacy else f"pjsip show aor {extension}")
+    return bool(re.search(r"Prim\.Transp\.\s*:\s*TLS|transport=TLS", out, re.I))
+
+
+@configure(NB, "stanza-registers", answer=STANZA_VARIABLE, lab=LAB, apply=probes.tls_lines, points=2,
+           timeout=PROBE_TIMEOUT,
+           hint="TLS on 0.0.0.0:5061 with the PBX's certificate and key under /etc/asterisk/tls/; on chan_sip "
+                "the phones need transport = udp,tls")
+def _stanza_registers(lab):
+    wanted, registered = _wait_registered(lab)
+    if not wanted <= registered:
+        missing = ", ".join(sorted(wanted - registered))
+        return False, f"with your lines, {missing} did not register over TLS within {REGISTER_WITHIN:g} s"
+    not_tls = [ext for ext in sorted(wanted) if not _over_tls(lab, ext)]
+    if not_tls:
+        return False, f"the PBX does not say TLS for {', '.join(not_tls)}: it reaches them another way"
     return True, "both phones registered over TLS with your lines"
 
 
-@check(NB, "stanza-versions", points=1,
-       hint="a TLS 1.2 client and a TLS 1.3 client must both connect and verify: on PJSIP, method= is one "
-            "exact version, sslv23 means every version OpenSSL allows")
-def _stanza_versions(ns):
-    items, start, end = with_your_lines(ns)
+@configure(NB, "stanza-versions", answer=STANZA_VARIABLE, lab=LAB, apply=probes.tls_lines, points=1,
+           timeout=PROBE_TIMEOUT,
+           hint="a TLS 1.2 client and a TLS 1.3 client must both connect and verify: on PJSIP, method= is one "
+                "exact version, sslv23 means every version OpenSSL allows")
+def _stanza_versions(lab):
+    name = lab.spec.phones[0].registrar
     said = []
     for version in ("1.2", "1.3"):
-        _, result = probe_after(items[:end], start, version)
-        if result is None:
-            return False, f"no TLS {version} probe after your change: run the probe cell"
-        if not (result.get("connected") and result.get("verify_code") == 0):
-            why = (f"alert {result.get('alert')} {result.get('alert_name', '')}".strip() if result.get("alert")
-                   else result.get("error") or "no answer")
+        seen = lab.tls_probe("alice", name=name, version=version)
+        if not (seen.connected and seen.verify_code == 0):
+            why = (f"alert {seen.alert} {seen.alert_name or ''}".strip() if seen.alert
+                   else seen.verify_error or "no handshake")
             return False, f"a TLS {version} client was refused ({why})"
-        said.append(f"TLS {version}: {result.get('cipher')}")
+        said.append(f"TLS {version}: {seen.cipher}")
     return True, "; ".join(said)
 
 
-def _static_requirements(field: str, text: str) -> list[str]:
+def _static_requirements(field: str, text) -> list[str]:
+    if not isinstance(text, str) or not text.strip():
+        return ["it should be the lines you wrote, as text"]
     rules = stanza.CHAN_SIP_TLS if field == "sip_conf" else stanza.PJSIP_TLS
     parsed, problems = stanza.parse(text, rules)
     if problems:
@@ -313,68 +324,80 @@ def _static_requirements(field: str, text: str) -> list[str]:
     return wrong
 
 
-@check(NB, "stanza-other-generation", points=1, hidden=True,
+@check(NB, "stanza-other-generation", points=1, hidden=True, answers=tuple(STANZA_VARIABLE.values()),
        hint="the other generation's lines: TLS on 5061, a certificate and its key, TLS 1.2 and 1.3")
-def _stanza_other_generation(ns):
-    mine = ns["mine"]
-    field = next(f for f in STANZA_FIELD.values() if f != stanza_field(mine))
-    wrong = _static_requirements(field, ns[STANZA_VARIABLE[field]])
+def _stanza_other_generation(answer, truth):
+    from labkit import tracks
+    mine = tracks.get(truth.track).sip_config
+    other = next(config for config in STANZA_VARIABLE if config != mine)
+    variable = STANZA_VARIABLE[other]
+    wrong = _static_requirements(other.replace(".", "_"), answer[variable])
     if wrong:
-        return False, f"your {STANZA_VARIABLE[field]}: " + "; ".join(wrong)
-    return True, f"your {STANZA_VARIABLE[field]} enables TLS on 5061 with a certificate, TLS 1.2 and 1.3"
+        return False, f"your {variable}: " + "; ".join(wrong)
+    return True, f"your {variable} enables TLS on 5061 with a certificate, TLS 1.2 and 1.3"
 
 
 # -- exercise 4: read the wire ------------------------------------------------------------------
-@check(NB, "wire-via-sent-by", points=1,
+@check(NB, "wire-via-sent-by", points=1, answers=("via_sent_by",),
        hint="the Via line of Bob's first REGISTER: SIP/2.0/TLS host:port;branch=… — store host:port")
-def _wire_via(ns):
-    truth, _ = wire_truth(ns["session"])
-    answer = str(ns["via_sent_by"]).strip()
-    return answer == truth, f"you said {answer}"
+def _wire_via(answer, truth):
+    expected, _ = wire_truth(truth.session(SESSION))
+    said = str(answer["via_sent_by"]).strip()
+    return said == expected, f"you said {said}"
 
 
-@check(NB, "wire-rport", points=1,
+@check(NB, "wire-rport", points=1, answers=("rport",),
        hint="the Via of the 401 that answered Bob's first REGISTER: rport=…")
-def _wire_rport(ns):
-    _, truth = wire_truth(ns["session"])
-    value = ns["rport"]
-    if isinstance(value, bool):
-        raise TypeError("expected a port number")
-    answer = int(value)
-    return answer == truth, f"you said {answer}"
+def _wire_rport(answer, truth):
+    _, expected = wire_truth(truth.session(SESSION))
+    said = _int(answer["rport"])
+    return said == expected, f"you said {said}"
 
 
 # -- exercise 5: diagnose and fix ----------------------------------------------------------------
-def _fault(ns) -> str:
-    truth = fault_of(ns["broken"])
-    if truth is None:
-        raise AssertionError("this lab hides no fault: `broken` must be the lab of Session.diagnosis(...)")
-    return truth
+def students_fault(truth) -> str:
+    """The fault the student's lab hides (their id), as its recording confirms."""
+    _, fault = pick_fault(truth.student or DEFAULT_STUDENT)
+    session = truth.session(DIAGNOSIS[fault])
+    try:  # what the recording says it was started with (a live session's log does not say)
+        started = json.loads((session.recorded_dir / "session.json").read_text()).get("overrides")
+    except (OSError, ValueError):
+        started = None
+    recorded = fault_of(session) if started is None else fault_of(SimpleNamespace(overrides=started))
+    if recorded != fault:
+        raise AssertionError(f"the recording of the {fault} lab hides {recorded or 'no fault'}: "
+                             "not the lab your id gives")
+    return fault
 
 
-@check(NB, "diagnose-name", points=1,
+@check(NB, "diagnose-name", points=1, answers=("fault",),
        hint="the probe's verify code, the socket error, whether 5061 listens and Asterisk's TLS log tell "
             "the faults apart")
-def _diagnose_name(ns):
-    truth = _fault(ns)
-    answer = str(ns["fault"]).strip().lower()
-    if answer not in TLS_FAULTS:
-        return False, f"{answer!r} is not one of: {', '.join(TLS_FAULTS)}"
-    return answer == truth, f"you said {answer}"
+def _diagnose_name(answer, truth):
+    expected = students_fault(truth)
+    said = str(answer["fault"]).strip().lower()
+    if said not in TLS_FAULTS:
+        return False, f"{said!r} is not one of: {', '.join(TLS_FAULTS)}"
+    return said == expected, f"you said {said}"
 
 
-@check(NB, "diagnose-fixed", points=2,
-       hint="broken.configure_tls(...) with what repairs the fault, then broken.register('alice')")
-def _diagnose_fixed(ns):
-    _fault(ns)
-    items = entries(ns["broken"])
-    configured = [i for i, e in enumerate(items) if e["kind"] == "configure-tls"]
-    if not configured:
-        return False, "the lab was never reconfigured: the fault is still there"
-    after = [e for e in items[configured[-1] + 1:] if e["kind"] == "register"]
-    if not after:
-        return False, "no phone registered after your last change: run broken.register('alice')"
-    failed = [e["args"]["phone"] for e in after if not e["result"]]
-    if failed:
-        return False, f"after your last change {', '.join(failed)} still could not register"
-    return True, f"{', '.join(sorted({e['args']['phone'] for e in after}))} registered after your fix"
+def fix_lines(text: str, track, student: str | None = None) -> dict:
+    """The student's fix (lab-file lines of ``pbx.tls``: ``certificate:`` …) over the fault of
+    their own lab: the overrides of the lab the probe builds."""
+    try:
+        fix = tls_settings(text)
+    except LabkitError as exc:
+        raise probes.Refused(exc.message) from None
+    _, fault = pick_fault(student or DEFAULT_STUDENT)
+    return {"pbx": {"tls": merge_overrides(copy.deepcopy(TLS_FAULTS[fault]), fix)}}
+
+
+@configure(NB, "diagnose-fixed", answer="fix", lab=LAB, apply=fix_lines, points=2, timeout=PROBE_TIMEOUT,
+           hint="the lab file's certificate settings that undo the fault you found (variant, owner, key_mode), "
+                "as lines: certificate: then the settings, indented")
+def _diagnose_fixed(lab):
+    wanted, registered = _wait_registered(lab)
+    if not wanted <= registered:
+        missing = ", ".join(sorted(wanted - registered))
+        return False, f"with your fix on your lab, {missing} still did not register within {REGISTER_WITHIN:g} s"
+    return True, "with your fix, both phones of your lab registered over TLS"

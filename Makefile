@@ -11,3 +11,6 @@ bench:
 	.venv/bin/python benchmarks/bench_images.py
 	.venv/bin/python benchmarks/bench_analysis.py
 	.venv/bin/python benchmarks/bench_tls.py
+	.venv/bin/python benchmarks/bench_srtp_relay.py
+	.venv/bin/python benchmarks/bench_trunk.py
+	.venv/bin/python benchmarks/bench_grading.py

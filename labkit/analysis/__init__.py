@@ -2,6 +2,7 @@
 
     sip   = sip_messages("call.pcap")          # one row per SIP message (tshark)
     calls(sip)                                 # one row per INVITE dialog
+    caller_ids("call.pcap")                    # per INVITE: From, P-Asserted-Identity, Privacy
     rtp   = rtp_packets("call.pcap", sip=sip)  # one row per RTP packet (fast reader)
     rtp_streams(rtp, sip=sip)                  # loss, jitter (RFC 3550), MOS estimate (G.107)
     packet("call.pcap", 5)                     # every field of frame 5 (pyshark)
@@ -25,6 +26,7 @@ Figures: :mod:`labkit.analysis.plots`.  Every problem with a file raises
 from __future__ import annotations
 
 from labkit.analysis.audio import correlate, decode_stream, read_wav, to_wav
+from labkit.analysis.callerid import caller_ids
 from labkit.analysis.calls import calls
 from labkit.analysis.inspect import packet
 from labkit.analysis.quality import explain as explain_mos
@@ -41,6 +43,6 @@ from labkit.analysis.tls import tls_sessions
 # whichever of the two a caller got (``from labkit.analysis.replay import main`` also works).
 replay.main = _replay_main
 
-__all__ = ["sip_messages", "calls", "rtp_packets", "rtp_streams", "tls_sessions", "srtp_streams", "srtp_decrypt",
-           "sdes_keys", "packet", "replay", "ReplayReport", "decode_stream", "to_wav", "read_wav", "correlate",
-           "explain_mos"]
+__all__ = ["sip_messages", "caller_ids", "calls", "rtp_packets", "rtp_streams", "tls_sessions", "srtp_streams",
+           "srtp_decrypt", "sdes_keys", "packet", "replay", "ReplayReport", "decode_stream", "to_wav", "read_wav",
+           "correlate", "explain_mos"]

@@ -13,6 +13,7 @@ for exactly the samples its timestamp gap says are missing.
 from __future__ import annotations
 
 import wave
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,12 +123,26 @@ def write_wav(path, pcm: np.ndarray, rate: int = 8000) -> None:
         w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
 
 
+#: Bytes a WAV may hold besides its samples (header and extra chunks) before it is taken for a
+#: file still being written, whose header does not count the samples yet.
+_WAV_OVERHEAD = 1024
+
+
 def read_wav(path) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM WAV as (int16 samples, rate); several channels are averaged."""
+    """A 16-bit PCM WAV as (int16 samples, rate); several channels are averaged.
+
+    A file whose header counts far fewer samples than the file holds is still being written
+    (libsndfile, hence baresip's recorder, sets the sizes in the header when it closes the
+    file): a CaptureError, so that a caller waits for it rather than reading nothing."""
     try:
         with wave.open(str(path), "rb") as w:
             if w.getsampwidth() != 2:
                 raise CaptureError(f"{path} is not 16-bit PCM.", hint="convert it: sox in.wav -b 16 out.wav")
+            declared = w.getnframes() * w.getnchannels() * 2
+            if declared + _WAV_OVERHEAD < Path(path).stat().st_size:
+                raise CaptureError(f"{path} is still being written: its header counts {declared} bytes of "
+                                   f"samples, the file holds {Path(path).stat().st_size}.",
+                                   hint="wait until the program recording it closes it (the call ends)")
             data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
             ch, rate = w.getnchannels(), w.getframerate()
     except (wave.Error, EOFError) as e:

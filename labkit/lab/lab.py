@@ -591,7 +591,7 @@ def _provide(context: LabContext) -> list[Service]:
     return [service for provider in services.PROVIDERS for service in provider.provide(context)]
 
 
-def _new_recordings(directory: Path, earlier: set[Path], wait: float = 3.0) -> np.ndarray:
+def _new_recordings(directory: Path, earlier: set[Path], wait: float = 8.0) -> np.ndarray:
     """Everything baresip recorded in files that are not in ``earlier`` (one per call, or two
     when early media and the answered call come apart), oldest first.  sndfile writes a WAV
     header when the call's audio closes, which takes longer on a busy machine: a file that

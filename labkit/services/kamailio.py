@@ -55,7 +55,7 @@ def carrier_values(spec: LabSpec, passwords: dict[str, str]) -> dict:
         domain=carrier.domain, listen_ip=str(spec.carrier_address()), listen_port=5060,
         proxy_name=carrier.proxy.name,
         rundir=f"{STATE_IN_SANDBOX}/run", pstn_ip=str(spec.address_of(carrier.pstn)),
-        pstn_port=carrier.pstn_port, cli_policy=carrier.caller_id,
+        pstn_port=carrier.pstn_port, cli_policy=carrier.caller_id, inbound_uri=carrier.inbound_uri,
         accounts=[{"line": a.line, "password": passwords[a.line], "aliases": list(a.aliases)}
                   for a in carrier.accounts],
         ctl_socket=CTL_SOCKET, db_dir=f"{STATE_IN_SANDBOX}/db" if carrier.keep_registrations else "",

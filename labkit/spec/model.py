@@ -403,6 +403,12 @@ class Carrier(_Strict):
     pstn: str = Field(description="The host calls go on to (the PSTN stand-in); calls from its "
                                   "address are calls to the carrier's numbers.")
     pstn_port: int = Field(default=5060, ge=1, le=65535)
+    inbound_uri: Literal["contact", "international", "national", "e164"] = Field(
+        default="contact",
+        description="How a call for a line's number is addressed to the PBX (carriers differ): to the "
+                    "registered Contact as it is (its user part is the PBX's contact user), or to the "
+                    "dialled number in 0033 form, national form (0X…) or E.164 (+33…) at the Contact's "
+                    "address.")
     accounts: list[CarrierAccount] = Field(min_length=1)
 
     @field_validator("domain")
@@ -476,6 +482,20 @@ class Trunk(_Strict):
     codecs: list[Literal["ulaw", "alaw", "g722"]] = Field(default=["alaw", "ulaw"], min_length=1)
     context: str = Field(default="from-carrier", pattern=r"^[A-Za-z0-9_-]+$",
                          description="Dialplan context of calls from the carrier.")
+    contact_user: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9+]{1,32}$",
+        description="The user part of the Contact the trunk registers (register => …/contact, PJSIP "
+                    "contact_user): the extension a carrier that calls the Contact reaches. Default: the "
+                    "line; 's' is what chan_sip and PJSIP use when none is given.")
+    identity: Literal["pai", "rpid", "none"] = Field(
+        default="pai",
+        description="How the caller ID goes out besides From: P-Asserted-Identity (RFC 3325; chan_sip "
+                    "sendrpid=pai, PJSIP send_pai), Remote-Party-ID (sendrpid=yes, send_rpid) or nothing.")
+    trust_id_outbound: bool = Field(
+        default=False,
+        description="For a withheld caller ID, send the real identity with Privacy: id (RFC 3325 §7), so "
+                    "the carrier can check the number and hide it (trust_id_outbound on both tracks; "
+                    "otherwise chan_sip sends an anonymous P-Asserted-Identity and PJSIP none).")
     nat: bool = Field(default=False, description="The PBX is behind NAT: rport and symmetric RTP "
                                                  "(nat=force_rport,comedia / rtp_symmetric, rewrite_contact).")
 

@@ -17,6 +17,7 @@ import jinja2.meta
 import labkit.spec.stanza as stanza
 from labkit.addresses import is_host_name, parse_ipv4
 from labkit.errors import LabFileError
+from labkit.spec.dialplan import dialplan_problems
 from labkit.spec.model import Host, LabSpec, Network
 
 
@@ -102,6 +103,7 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
     problems += _carrier_problems(spec, hosts, networks)
     problems += _pstn_problems(spec, hosts)
     problems += _trunk_problems(spec, networks)
+    problems += dialplan_problems(spec)
     for host in spec.etc_hosts:
         if host not in hosts:
             problems.append((f"etc_hosts.{host}", f"unknown host {host!r}; hosts: {', '.join(hosts)}"))

@@ -50,3 +50,30 @@ def test_codec_names_have_one_spelling_in_a_report(tmp_path):
     synth.write_pcap(path, sorted([lower, *announced.pkts, *unannounced.pkts], key=lambda p: p.time))
     streams = rtp_streams(path, sip=sip_messages(path))
     assert len(streams) == 2 and set(streams.codec) == {"PCMA"}, streams[["src", "codec"]]
+
+
+def test_a_wav_still_being_written_is_not_read_as_silence(tmp_path):
+    """baresip's recorder (libsndfile) writes the sizes in the WAV header when it closes the
+    file; read before that, the file used to give zero samples, and a call that was heard
+    looked silent (Lab.talk's flaky 'not heard' through the ISP box)."""
+    import wave
+
+    import numpy as np
+    import pytest
+
+    from labkit.analysis import read_wav
+    from labkit.errors import CaptureError
+
+    path = tmp_path / "dump-dec.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(np.arange(8000, dtype="<i2").tobytes())
+    assert len(read_wav(path)[0]) == 8000
+    data = bytearray(path.read_bytes())
+    data[40:44] = bytes(4)          # the data chunk's size, as libsndfile leaves it while recording
+    data[4:8] = (36).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(CaptureError, match="still being written"):
+        read_wav(path)

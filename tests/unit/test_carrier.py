@@ -144,8 +144,12 @@ def test_pstn_exchange_answers_183_then_180_with_early_media(office, tmp_path):
     exchange.render()
     plan = (exchange.config_dir / "extensions.conf").read_text()
     steps = [line.split(",", 1)[1] for line in plan.splitlines() if line.startswith(" same => n,")]
-    assert steps[:4] == ["Progress()", "Playback(/etc/asterisk/announcement,noanswer)", "Ringing()",
-                         "Dial(PJSIP/0639980001,20)"]
+    # First the caller's number in national form (0033199001234 is shown as 0199001234) …
+    assert steps[:2] == ['GotoIf($["${CALLERID(num):0:4}" != "0033"]?shown)',
+                         "Set(CALLERID(num)=0${CALLERID(num):4})"]
+    # … then 183 with the announcement, 180, and the phone.
+    assert steps[2:6] == ["Progress()", "Playback(/etc/asterisk/announcement,noanswer)", "Ringing()",
+                          "Dial(PJSIP/0639980001,20)"]
     assert "allow_sending_180_after_183 = yes" in (exchange.config_dir / "pjsip.conf").read_text()
     quiet = load_spec("trunk-office", overrides={"pstn": {"early_media": False}})
     exchange.spec = quiet

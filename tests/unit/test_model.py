@@ -149,6 +149,10 @@ BAD = {
     "proxy-outside": [("carrier.proxy.address", 28), ("pbx.trunk.proxy", 17)],
     "domain-host": [("carrier.domain", 27)],
     "domain-proxy": [("carrier.domain", 27)],
+    # The dialplan (issue 13).
+    "dialplan-pattern": [("pbx.dialplan.outgoing[1]", 16)],
+    "dialplan-context": [("pbx.dialplan.outgoing[0]", 15)],
+    "trunk-did": [("pbx.dialplan.from-carrier[1]", 23)],
 }
 
 # Words each message must contain besides the place: what would be valid, or what clashed.
@@ -181,6 +185,9 @@ MUST_SAY = {
     "proxy-outside": ["198.51.100.10 is outside every network", "203.0.113.0/24", "2 problems"],
     "domain-host": ["'telco.bad-domain-host.test'", "lab host 'telco'"],
     "domain-proxy": ["also the proxy's name", "404 Domain not bound", "sip.carrier.example"],
+    "dialplan-pattern": ["'Y' is no pattern character", "X (any digit)"],
+    "dialplan-context": ["context 'trunk_out'", "contexts: outgoing, trunk-out"],
+    "trunk-did": ["0199009999 is not a number of the trunk's account", "0033199001235"],
 }
 
 
@@ -232,7 +239,10 @@ def test_bad_file_is_a_lab_file_error_with_places_and_lines(name):
             assert line.startswith(f"  - {place} (line {lineno}): "), line
             # The line named is where that key is written (for a missing key: where the
             # mapping that lacks it starts).
-            if "required key is missing" not in line:
+            if place.endswith("]") and "." in place.rsplit("[", 1)[0]:
+                # An item of a list (a dialplan line): the line is that item's.
+                assert source[lineno - 1].lstrip().startswith("- "), (place, source[lineno - 1])
+            elif "required key is missing" not in line:
                 key = place.rsplit(".", 1)[-1]
                 assert f"{key}:" in source[lineno - 1], (place, source[lineno - 1])
     for place, lineno in expected:

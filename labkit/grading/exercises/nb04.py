@@ -106,7 +106,7 @@ def _srtp_lines(lab):
 @check(NB, "srtp-lines-other-generation", points=1, hidden=True, answers=("srtp_sip", "srtp_pjsip"),
        hint="the other generation's lines: SRTP keyed by SDES, the RTP profile the phones offer")
 def _srtp_other_generation(answer, truth):
-    other = tracks.LEGACY if tracks.get(truth.track).name != tracks.LEGACY.name else tracks.get("modern")
+    other = tracks.LEGACY if tracks.get(truth.track).name != tracks.LEGACY.name else tracks.MODERN
     variable = "srtp_sip" if other.sip_config == "sip.conf" else "srtp_pjsip"
     try:
         media = srtp_lines(answer[variable], other)["pbx"]["media"]

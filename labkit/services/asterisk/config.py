@@ -86,7 +86,8 @@ def trunk_settings(spec: LabSpec, credentials: Credentials) -> dict | None:
         qualify=trunk.qualify, qualify_frequency=trunk.qualify_frequency,
         expiration=trunk.expiration, retry_interval=trunk.retry_interval,
         forbidden_retry_interval=trunk.forbidden_retry_interval, codecs=trunk.codecs,
-        context=trunk.context, nat=trunk.nat,
+        context=trunk.context, nat=trunk.nat, contact_user=trunk.contact_user or trunk.account,
+        identity=trunk.identity, trust_id_outbound=trunk.trust_id_outbound,
         match=str(spec.carrier_address()) if spec.carrier is not None else None)
 
 

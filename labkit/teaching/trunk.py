@@ -575,9 +575,10 @@ class TrunkSession:
     def trunk_messages(self, since: str | None = None) -> pd.DataFrame:
         """The rows of the capture's SIP table between the PBX and the carrier (see :meth:`exchange`)."""
         self._capture_so_far()
+        until = self._read_time()
         sip = self.table("sip")
         ends = {self.address(self.spec.pbx.host), self.address(self.spec.carrier.host)}
-        sip = sip[sip.src.isin(ends) & sip.dst.isin(ends)]
+        sip = sip[sip.src.isin(ends) & sip.dst.isin(ends) & (sip.time <= until)]
         if since is not None:
             start, stop = _window(self.marks(), since)
             sip = sip[(sip.time >= start) & (sip.time < stop)]
@@ -597,6 +598,16 @@ class TrunkSession:
                                 + (f" after the mark {since!r}" if since else "") + ".",
                                 hint="exchange(since=…) lists what is there")
         return Text(udp_payload(self.pcap, int(rows.frame.iloc[index])))
+
+    def _read_time(self) -> float:
+        """When the capture is read (live: now; replay: as recorded), so that replay shows
+        what the capture held at that cell, not the steps after it."""
+        try:
+            return float(self._ask("capture-read", time.time))
+        except LabStateError:
+            if self.mode == "replay":  # recorded before reads were timed: the whole capture
+                return float("inf")
+            raise
 
     def _capture_so_far(self) -> None:
         """Live: the session's capture files hold everything captured until now, and the lab

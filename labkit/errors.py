@@ -19,6 +19,7 @@ without a traceback; Python callers can catch the precise class.
     │   └── PhoneTimeout    … a call or registration event did not come (LabTimeout)
     ├── CaptureError        a capture file cannot be read or a capture failed
     ├── GradingError        releasing or grading cannot proceed
+    ├── AuditError          a configuration given to `labkit audit` cannot be read
     └── LabTimeout          anything that did not happen in time: catch this one class
 
 Every timeout of the kit is a :class:`LabTimeout` *and* an error of its own part, so a
@@ -91,6 +92,10 @@ class PhoneError(LabkitError):
 
 class GradingError(LabkitError):
     """Releasing or grading cannot proceed (bad layout, unfinished markers, leaks…)."""
+
+
+class AuditError(LabkitError):
+    """A file given to ``labkit audit`` is missing, unreadable, binary or of an unknown kind."""
 
 
 class LabTimeout(LabkitError):

@@ -98,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
     rm.set_defaults(func=_images_rm)
     img.set_defaults(func=lambda a: img.print_help() or 1)
 
+    aud = sub.add_parser("audit", help="weak settings of sip.conf/pjsip.conf/extensions.conf "
+                                       "and certificates, with why and the fix")
+    aud.add_argument("paths", nargs="+", metavar="PATH",
+                     help="sip.conf, pjsip.conf, extensions.conf, or a folder holding them "
+                          "and/or certificates and keys")
+    aud.add_argument("--json", action="store_true", help="findings as JSON")
+    aud.add_argument("--fail-on", choices=("high", "medium", "low", "never"), default="high",
+                     help="exit status 1 when a finding is this severe or worse (default high)")
+    aud.set_defaults(func=_audit)
+
     schema = sub.add_parser("schema", help="print the JSON schema of lab files")
     schema.set_defaults(func=lambda a: print(json.dumps(json_schema(), indent=2, sort_keys=True,
                                                         ensure_ascii=False)))
@@ -223,6 +233,16 @@ def _doctor(args) -> int:
     print(f"\n{len(checks) - len(failed)}/{len(checks)} checks passed"
           + ("; live labs cannot run until the failures are fixed." if failed else "."))
     return 1 if failed else 0
+
+
+def _audit(args) -> int:
+    from labkit.audit import SEVERITIES, audit_with_notes, report
+    findings, notes = audit_with_notes(args.paths)
+    print(report.as_json(findings, notes) if args.json else report.text(findings, notes), end="")
+    if args.fail_on == "never":
+        return 0
+    worst = SEVERITIES[:SEVERITIES.index(args.fail_on) + 1]
+    return 1 if any(f.severity in worst for f in findings) else 0
 
 
 def _images_build(args) -> int:

@@ -154,6 +154,11 @@ RECIPES: dict[str, Recipe] = {
             # package; its SQL-free db_text tables (/usr/share/kamailio/dbtext) keep the
             # registrations across a restart.
             "kamailio",
+            # The hardening lab (issue 14): an attacker's SIP scanner (svmap, svwar, svcrack),
+            # the VPS's firewall and the ban that reads Asterisk's security log.
+            "sipvicious",
+            "nftables",
+            "fail2ban",
             # dnsmasq-base Depends on "systemd | systemd-standalone-sysusers | ...":
             # naming the small alternative keeps all of systemd out of the image.
             "systemd-standalone-sysusers",
@@ -185,6 +190,10 @@ RECIPES: dict[str, Recipe] = {
             ),
             "usr/share/kamailio/dbtext/kamailio/location",
             "usr/sbin/policy-rc.d",
+            "usr/bin/sipvicious_svwar|usr/bin/svwar",
+            "usr/sbin/nft",
+            "usr/bin/fail2ban-server",
+            "etc/fail2ban/filter.d/asterisk.conf",
             "usr/bin/openssl",
             "usr/bin/ip|bin/ip|usr/sbin/ip",
             "usr/bin/ps|bin/ps",

@@ -55,6 +55,7 @@ from labkit.services.dnsmasq import DnsServer
 from labkit.services.kamailio import Kamailio
 from labkit.services.pstn import PstnExchange
 from labkit.services.sipp import SippResult, SippRun
+from labkit.services.sipvicious import AttackResult, SipviciousRun
 from labkit.services.tlsprobe import TlsProbe, TlsProbeResult
 from labkit.spec import LabSpec, draw_secrets, find_lab_file, load_spec, merge_overrides
 from labkit.state import LabRecord, lab_dir, namespace_prefix, recorded_labs
@@ -216,6 +217,20 @@ class Lab:
             address=str(self.spec.address_of(host)), user=extension,
             auth=(extension, secret if secret is not None else self.credentials.secrets[extension]),
             local_port=local_port, timeout=timeout, transport=transport, keys=keys)
+        return run.run()
+
+    def attack(self, host: str, tool: str, *, target: str | None = None, extensions: str | None = None,
+               extension: str | None = None, passwords: list[str] | None = None,
+               method: str = "REGISTER", timeout: float = 30.0) -> AttackResult:
+        """Run a SIPVicious tool (``svmap``, ``svwar``, ``svcrack``) from ``host`` against the
+        PBX (or ``target``: an address or a network of the lab), bounded in count and time
+        (:mod:`labkit.services.sipvicious`); what it found."""
+        run = SipviciousRun(
+            self.context(build_images=False).service_context(host, SipviciousRun.kind, image=tracks.TOOLS_IMAGE),
+            tool=tool, target=target or str(self.spec.address_of(self.spec.pbx.host)),
+            networks=[str(n.subnet) for n in self.spec.networks], extensions=extensions,
+            extension=extension, passwords=passwords, port=self.spec.pbx.sip_port, method=method,
+            timeout=timeout)
         return run.run()
 
     def tls_probe(self, host: str, *, server: str | None = None, name: str | None = None,

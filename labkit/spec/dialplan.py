@@ -83,6 +83,11 @@ def dialplan_problems(spec: LabSpec) -> list[tuple[str, str]]:
     """(place, message) for each pattern, jump or DID the dialplan gets wrong."""
     problems = []
     contexts = set(spec.pbx.dialplan)
+    security = spec.pbx.security
+    if security.allow_guest and security.guest_context not in contexts:
+        problems.append(("pbx.security.guest_context", f"guests are allowed and land in context "
+                         f"{security.guest_context!r}, which the dialplan does not declare; contexts: "
+                         f"{', '.join(spec.pbx.dialplan)}"))
     trunk = spec.pbx.trunk
     owned = _owned_numbers(spec) if trunk is not None else None
     for context, lines in spec.pbx.dialplan.items():

@@ -204,6 +204,26 @@ class PbxMedia(_Strict):
     ice: bool = Field(default=False, description="ICE candidates in the SDP (the report's icesupport=yes).")
 
 
+class PbxSecurity(_Strict):
+    """How the PBX answers strangers (the report's allowguest/alwaysauthreject).
+
+    chan_sip: ``allowguest`` lets a request from no known peer into ``guest_context``;
+    ``alwaysauthreject=no`` answers an unknown user differently from a known one with a wrong
+    password (404 vs 401/403), which lets a scanner list the extensions (SIPVicious svwar).
+    PJSIP answers every unidentified request with the same challenge by design (its
+    "artificial" authentication); a guest is its ``anonymous`` endpoint.
+    """
+
+    allow_guest: bool = Field(
+        default=False, description="Accept calls from unknown callers into guest_context (chan_sip "
+                                   "allowguest, PJSIP anonymous endpoint).")
+    always_auth_reject: bool = Field(
+        default=True, description="Answer an unknown user like a wrong password (chan_sip "
+                                  "alwaysauthreject; PJSIP always does).")
+    guest_context: str = Field(default="unauthenticated", pattern=r"^[A-Za-z0-9_-]+$",
+                               description="The dialplan context of guests: it must not reach a trunk.")
+
+
 class Pbx(_Strict):
     host: str = Field(description="The host the Asterisk server runs on.")
     transports: list[Literal["udp", "tcp", "tls"]] = Field(default=["udp"], min_length=1)
@@ -219,6 +239,7 @@ class Pbx(_Strict):
     tls: PbxTls = Field(default_factory=PbxTls, description="SIP over TLS, when transports has tls.")
     media: PbxMedia = Field(default_factory=PbxMedia, description="Media encryption (SRTP) and RTP profile.")
     trunk: Trunk | None = Field(default=None, description="A SIP trunk to the lab's carrier.")
+    security: PbxSecurity = Field(default_factory=PbxSecurity, description="Guests and answers to unknown users.")
     endpoints: list[Endpoint] = Field(min_length=1)
     dialplan: dict[str, list[str]] = Field(
         description="Context name -> lines of extensions.conf; '{{ tech }}' becomes SIP or PJSIP.")

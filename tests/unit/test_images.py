@@ -269,7 +269,8 @@ def test_verify_image_modern_checks_versions_and_modules(tmp_path):
     files = ["usr/sbin/asterisk", "usr/bin/sipp", "usr/bin/baresip", "usr/sbin/dnsmasq",
              "usr/bin/openssl", "usr/bin/ip", "usr/bin/ps", "etc/hosts", *mods, *bmods,
              "usr/sbin/kamailio", *kmods, "usr/share/kamailio/dbtext/kamailio/location",
-             "usr/sbin/policy-rc.d"]
+             "usr/sbin/policy-rc.d", "usr/bin/svwar", "usr/sbin/nft", "usr/bin/fail2ban-server",
+             "etc/fail2ban/filter.d/asterisk.conf"]
     status = (stanza("asterisk", "1:22.10.1+dfsg+~cs6.17.60671434-1")
               + stanza("sip-tester", "1:3.8.0-1") + stanza("baresip-core", "1.1.0-3.1")
               + stanza("openssl", "3.6.5-1") + stanza("dnsmasq-base", "2.93-3")

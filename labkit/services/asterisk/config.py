@@ -115,6 +115,7 @@ def render_pbx(spec: LabSpec, track: Track | str, credentials: Credentials, out_
         media=pbx.media,
         phone_transports={p.extension: p.transport for p in spec.phones},
         trunk=trunk_settings(spec, credentials),
+        security=pbx.security,
         nat=dict(external_address=pbx.nat.external_address,
                  external_address_is_name=is_host_name(pbx.nat.external_address),
                  local_nets=[str(n) for n in pbx.nat.local_nets], symmetric=pbx.nat.symmetric),

@@ -1,0 +1,97 @@
+"""Live, both tracks: a PBX on the open Internet meets SIPVicious (exposed-pbx).
+
+What an attacker on the lab's Internet learns, and what each of the report's settings changes:
+svmap finds the server (and its User-Agent); svwar lists the extensions only when chan_sip
+answers an unknown user differently (``alwaysauthreject=no``) — PJSIP challenges everybody
+alike; svcrack finds a dictionary password and not a drawn one; a stranger's call rings a
+phone only when guests are allowed.  Every attack is bounded by the kit (count, time, the
+lab's own addresses).  One lab per track for the module, switched between variants.
+"""
+from __future__ import annotations
+
+import pytest
+
+from labkit import analysis, tracks
+from labkit.lab import Lab, leftovers
+from labkit.spec import load_spec
+
+pytestmark = pytest.mark.live
+PBX, ATTACKER = "203.0.113.10", "203.0.113.66"
+#: The first passwords of every dictionary (and the report's own "test", padded to the
+#: lab file's minimum of 8 characters by the variant's choice of 12345678).
+DICTIONARY = ["123456", "password", "12345678", "qwerty", "123456789", "1234", "test", "secret",
+              "6000", "6001", "000000", "111111", "abc123", "asterisk", "voip"]
+
+
+@pytest.fixture(scope="module", params=["modern", "legacy"])
+def lab(request):
+    instance = Lab.load("exposed-pbx", track=request.param, name=f"hx-{request.param}")
+    instance.up(capture=("internet",), capture_name="attacks")
+    yield instance
+    instance.down()
+    assert leftovers(instance.name) == []
+
+
+@pytest.fixture
+def shipped(lab):
+    lab.switch(None)
+    lab.wait_registered()
+    return lab
+
+
+def test_svmap_finds_the_pbx_and_the_phones_with_their_user_agents(shipped):
+    scan = shipped.attack("attacker", "svmap", target="203.0.113.0/27", timeout=15)
+    devices = {row["sip_device"]: row["user_agent"] for row in scan.found}
+    # The softphones on the open Internet answer OPTIONS too: they are found as well.
+    assert set(devices) == {f"{PBX}:5060", "203.0.113.21:5060", "203.0.113.22:5060"}, scan.output
+    assert devices[f"{PBX}:5060"] == f"Asterisk PBX (labkit {shipped.track.name})"
+    assert devices["203.0.113.21:5060"].startswith("baresip")
+
+
+def test_extensions_leak_only_from_chan_sip_with_alwaysauthreject_no(shipped):
+    lab = shipped
+    scan = lab.attack("attacker", "svwar", extensions="5990-6010", timeout=20)
+    assert scan.found == [] and scan.refused_to_enumerate, scan.output
+
+    lab.switch("leaky-auth")
+    lab.wait_registered()
+    with lab.capture("internet", name="svwar-leaky") as capture:
+        leaky = lab.attack("attacker", "svwar", extensions="5990-6010", timeout=20)
+    sip = analysis.sip_messages(capture.files["internet"])
+    answers = sip[(sip.src == PBX) & (sip.dst == ATTACKER) & sip.status_code.notna()]
+    if lab.track is tracks.LEGACY:
+        assert [row["extension"] for row in leaky.found] == ["6000", "6001"], leaky.output
+        # The leak itself: a known user is challenged, an unknown one is "not found".
+        assert set(answers.status_code.astype(int)) == {401, 404}
+    else:
+        # PJSIP has no alwaysauthreject: every unidentified request gets the same 401.
+        assert leaky.found == [] and leaky.refused_to_enumerate, leaky.output
+        assert set(answers.status_code.astype(int)) == {401}
+
+
+def _guest_call(lab) -> str:
+    """A stranger's INVITE to 6000 from the attacker; the PBX's final answer."""
+    result = lab.sipp("attacker", "guest_call", extension="6000", keys={"caller": "666"}, timeout=10)
+    finals = [line.split()[1] for line in result.messages.splitlines()
+              if line.startswith("SIP/2.0 ") and not line.split()[1].startswith("1")]
+    return finals[0] if finals else f"no answer: {result.log}"
+
+
+def test_a_strangers_call_rings_only_when_guests_are_allowed(shipped):
+    lab = shipped
+    assert _guest_call(lab) in {"401", "403", "404"}
+    calls_before = len(lab.phone("alice").calls)
+    lab.switch("guests")
+    lab.wait_registered()
+    assert _guest_call(lab) == "200"
+    assert len(lab.phone("alice").calls) == calls_before + 1   # Alice's phone rang and answered
+    assert "guest call to 6000" in lab.pbx.log(200)
+
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_a_dictionary_password_is_cracked_and_a_drawn_one_is_not(make_lab, track):
+    lab = make_lab("exposed-pbx", track=track, overrides=load_spec("exposed-pbx").variant("weak-secret"))
+    weak = lab.attack("attacker", "svcrack", extension="6000", passwords=DICTIONARY, timeout=20)
+    assert weak.found == [{"extension": "6000", "password": "12345678"}], weak.output
+    drawn = lab.attack("attacker", "svcrack", extension="6001", passwords=DICTIONARY, timeout=20)
+    assert drawn.found == [], drawn.output

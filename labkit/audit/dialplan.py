@@ -259,6 +259,22 @@ class Reach:
         return out
 
 
+def _unauth_fix(open_to: list[str]) -> str:
+    """The fix for each way in without a password, one line each."""
+    fixes = []
+    for who in open_to:
+        if who.startswith("guests"):
+            fixes.append("allowguest = no   ; sip.conf [general]")
+        elif who.startswith("[anonymous]"):
+            fixes.append("delete the [anonymous] endpoint (pjsip.conf)")
+        elif "insecure=invite" in who:
+            fixes.append(f"delete insecure=invite from {who.split()[0]} (sip.conf)")
+        else:
+            fixes.append(f"auth = ... on {who.split()[0]} (pjsip.conf), or an identify by address")
+    fixes.append("; and give callers who are not yours a context without a Dial to a trunk")
+    return "\n".join(dict.fromkeys(fixes))
+
+
 def check(plan: Dialplan, entries, trunk_names: set[str] | None) -> list[Finding]:
     """``entries``: ``(context, authenticated, who, file, line)`` from the SIP rules."""
     reach = Reach(plan, trunk_names)
@@ -284,14 +300,14 @@ def check(plan: Dialplan, entries, trunk_names: set[str] | None) -> list[Finding
                 done.add((ext.context, ext.line))
                 out.append(Finding(
                     "dialplan.unauthenticated-dialout", "high", name, ext.line, ext.context,
-                    f"exten {ext.pattern} calls out through trunk {trunk!r} (line {dial_line}) "
+                    f"exten {ext.pattern} calls out through trunk {trunk!r} "
+                    f"(Dial at {name}:{dial_line}) "
                     f"and is reachable without a password by {'; '.join(open_to)}{via}",
                     "Anyone on the Internet can place calls on your trunk, at your cost: this is "
                     "how hacked PBXs run up bills overnight (premium and far-away numbers).",
                     SOURCES["extensions.conf.sample"] + ': "everybody out there may use your '
                     'public context without authentication"; ' + SOURCES["fraud"],
-                    "allowguest = no (sip.conf) / delete the anonymous endpoint, and give "
-                    "unauthenticated callers a context without Dial to a trunk"))
+                    _unauth_fix(open_to)))
                 continue
             kind = classify(ext.pattern)
             if kind is None:
@@ -305,7 +321,7 @@ def check(plan: Dialplan, entries, trunk_names: set[str] | None) -> list[Finding
                                f"(e.g. {example})"}[kind_name]
             out.append(Finding(
                 f"dialplan.{kind_name}", "medium", name, ext.line, ext.context,
-                f"{what} to trunk {trunk!r} (line {dial_line}), for "
+                f"{what} to trunk {trunk!r} (Dial at {name}:{dial_line}), for "
                 + ", ".join(w for _, w in whos) + via,
                 "One stolen or guessed phone password is then enough to call premium and "
                 "international numbers that pay the attacker (International Revenue Share "

@@ -809,7 +809,9 @@ def frame_text(pcap: Path, frame: int, what: str | int | None = None, *, rsa_key
     decrypted = [b for b in blocks if b.startswith("Decrypted TLS")]
     data = b"".join(_hex_block(b) for b in decrypted) if decrypted else _hex_block(dump)
     text = data.decode("utf-8", "replace")
-    start = re.search(r"(?m)^(?:[A-Z]+ \S+ SIP/2\.0|SIP/2\.0 \d{3} )", text)
+    # Without TLS the dump also holds the Ethernet/IP/UDP headers, decoded as text on the
+    # same line as the start line: look for the start line anywhere, by its method names.
+    start = re.search(rf"(?:(?:{_METHODS}) \S+ SIP/2\.0|SIP/2\.0 \d{{3}} )", text)
     text = text[start.start():] if start else text
     messages = re.split(r"(?m)^(?=[A-Z]+ \S+ SIP/2\.0\r?$|SIP/2\.0 \d{3} )", text)
     messages = [m for m in messages if m.strip()]
@@ -822,6 +824,8 @@ def frame_text(pcap: Path, frame: int, what: str | int | None = None, *, rsa_key
     return (messages[0] if messages else text).replace("\r\n", "\n")
 
 
+#: SIP request methods (RFC 3261 and the extensions a lab meets).
+_METHODS = "INVITE|ACK|BYE|CANCEL|REGISTER|OPTIONS|PRACK|SUBSCRIBE|NOTIFY|PUBLISH|INFO|REFER|MESSAGE|UPDATE"
 _HEX_LINE = re.compile(r"^[0-9a-f]{4}\s+((?:[0-9a-f]{2}\s){1,16})", re.M)
 
 

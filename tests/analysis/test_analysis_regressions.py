@@ -77,3 +77,18 @@ def test_a_wav_still_being_written_is_not_read_as_silence(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CaptureError, match="still being written"):
         read_wav(path)
+
+
+def test_the_raw_text_of_a_plain_udp_frame_starts_with_its_start_line():
+    """Session.message on a capture without TLS: the dump holds the Ethernet/IP/UDP headers
+    on the start line's line, and the start line used to be searched at a line's start only
+    (the whole frame, header bytes included, came out)."""
+    from pathlib import Path
+
+    from labkit.analysis import sip_messages
+    from labkit.teaching.session import frame_text
+
+    pcap = Path(__file__).resolve().parents[1] / "data" / "callerid" / "trunk-invites.pcap"
+    first = int(sip_messages(pcap).frame.iloc[0])
+    text = frame_text(pcap, first)
+    assert text.startswith("INVITE sip:0639980001@sip.carrier.example SIP/2.0\n"), text[:80]

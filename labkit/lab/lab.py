@@ -43,6 +43,7 @@ from labkit.errors import (
 from labkit.lab.cleanup import clean_record
 from labkit.lab.conversation import Conversation
 from labkit.net import netns
+from labkit.net.firewall import HostFirewall
 from labkit.net.host import Host
 from labkit.net.natbox import NatBox
 from labkit.net.netns import Namespace
@@ -392,6 +393,17 @@ class Lab:
                 namespace.sysctl("net.ipv4.ip_forward", "1")
             if host.nat is not None:
                 self.host(host.name).apply()
+            if host.firewall is not None:
+                self.firewall(host.name).apply()
+
+    def firewall(self, host: str) -> HostFirewall:
+        """The nftables firewall of ``host`` (its lab file's ``firewall:``): rules, counters."""
+        spec = self.spec.host(host)
+        if spec.firewall is None:
+            raise LabStateError(f"Host {host} has no firewall in lab {self.name}.",
+                                hint="add a firewall: section to the host in the lab file")
+        sources = {h.name: str(h.interfaces[0].address) for h in self.spec.hosts}
+        return HostFirewall(host, self.namespace(host), spec.firewall, sources)
 
     def _write_lab_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -456,6 +468,12 @@ class Lab:
         self.record.info["overrides"] = overrides
         self.record.save()
         self._write_hosts_files()
+        if "hosts" in changed:  # a firewall switched on, off or changed: its rules again
+            for old_host, host in zip(old.hosts, spec.hosts):
+                if host.firewall is not None:
+                    self.firewall(host.name).apply()
+                elif old_host.firewall is not None:
+                    HostFirewall(host.name, self.namespace(host.name), old_host.firewall, {}).remove()
         # In start order (the DNS server and the carrier before the PBX, which registers at
         # boot): each service whose lab file sections changed is rendered again and restarted.
         for service in [s for wave in start_order(self.services) for s in wave]:

@@ -74,6 +74,25 @@ class Nat(_Strict):
     sip_alg: bool = Field(default=False, description="The kernel's SIP helper rewrites SIP/SDP.")
 
 
+class FirewallRule(_Strict):
+    """One service a host's firewall lets in."""
+
+    proto: Literal["udp", "tcp"]
+    ports: str = Field(pattern=r"^\d{1,5}(-\d{1,5})?$", description="A port or a range, e.g. '5061' or '10000-20000'.")
+    source: str | None = Field(default=None, description="Only from this lab host or address/network "
+                                                         "(e.g. the carrier); default: anywhere.")
+    rate: str | None = Field(default=None, pattern=r"^\d{1,6}/(second|minute)$",
+                             description="At most this many packets per source, e.g. '20/second'.")
+    comment: str = Field(default="", pattern=r"^[A-Za-z0-9 ,.()/:'-]{0,60}$", description="What it is for.")
+
+
+class Firewall(_Strict):
+    """A host's own nftables firewall (the VPS's): what comes in, the rest dropped and counted."""
+
+    allow: list[FirewallRule] = Field(default=[])
+    policy: Literal["drop", "accept"] = Field(default="drop", description="What happens to everything else.")
+
+
 class Host(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Host name, also its namespace suffix.")
     interfaces: list[Interface] = Field(min_length=1)
@@ -81,6 +100,7 @@ class Host(_Strict):
         default=None, description="Default gateway; must lie in one of the host's networks.")
     forwarding: bool = Field(default=False, description="Route between its networks.")
     nat: Nat | None = Field(default=None, description="Make this host an ISP box doing NAT.")
+    firewall: Firewall | None = Field(default=None, description="Its own firewall (nftables input chain).")
 
 
 class Endpoint(_Strict):

@@ -72,6 +72,7 @@ def check_references(spec: LabSpec) -> list[tuple[str, str]]:
     for i, host in enumerate(spec.hosts):
         if host.nat is not None:
             problems += nat_problems(f"hosts[{i}].nat", host, networks)
+        problems += _firewall_problems(f"hosts[{i}].firewall", host, set(hosts))
 
     if spec.dns is not None and spec.dns.host not in hosts:
         problems.append(("dns.host", f"unknown host {spec.dns.host!r}; hosts: {', '.join(hosts)}"))
@@ -221,6 +222,27 @@ def _pstn_problems(spec: LabSpec, hosts: dict[str, Host]) -> list[tuple[str, str
             problems.append((f"pstn.phones[{i}].number", f"{phone.number} is a number of the carrier's "
                              "lines: a PSTN subscriber needs a number of its own"))
     return problems
+
+
+def _firewall_problems(place: str, host: Host, hosts: set[str]) -> list[tuple[str, str]]:
+    """A firewall rule's ports are a port or a low-high range; its source a lab host or an address."""
+    problems = []
+    for j, rule in enumerate(host.firewall.allow if host.firewall else []):
+        low, _, high = rule.ports.partition("-")
+        if not 1 <= int(low) <= 65535 or (high and not int(low) < int(high) <= 65535):
+            problems.append((f"{place}.allow[{j}].ports", f"{rule.ports!r} is not a port (1-65535) or a "
+                             "range low-high of ports"))
+        if rule.source is not None and rule.source not in hosts and parse_network(rule.source) is None:
+            problems.append((f"{place}.allow[{j}].source", f"{rule.source!r} is neither a host of the lab "
+                             f"({', '.join(sorted(hosts))}) nor an address or a network"))
+    return problems
+
+
+def parse_network(text: str) -> ipaddress.IPv4Network | None:
+    try:
+        return ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        return None
 
 
 def _trunk_problems(spec: LabSpec, networks: dict[str, Network]) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ import pytest
 
 from labkit import analysis, tracks
 from labkit.lab import Lab, leftovers
+from labkit.lab.conversation import talk
 from labkit.spec import load_spec
 
 pytestmark = pytest.mark.live
@@ -95,3 +96,25 @@ def test_a_dictionary_password_is_cracked_and_a_drawn_one_is_not(make_lab, track
     assert weak.found == [{"extension": "6000", "password": "12345678"}], weak.output
     drawn = lab.attack("attacker", "svcrack", extension="6001", passwords=DICTIONARY, timeout=20)
     assert drawn.found == [], drawn.output
+
+
+def test_the_firewall_hides_the_pbx_from_the_scanner_and_lets_the_phones_call(shipped):
+    lab = shipped
+    lab.switch("firewalled")
+    lab.wait_registered()
+    before = lab.firewall("vps").counters()
+    scan = lab.attack("attacker", "svmap", target="203.0.113.0/27", timeout=15)
+    # The phones still answer a scan (they have no firewall); the PBX no longer does.
+    assert f"{PBX}:5060" not in {row["sip_device"] for row in scan.found}, scan.output
+    war = lab.attack("attacker", "svwar", extensions="5990-6010", timeout=10)
+    assert war.found == []
+    conversation = talk(lab, "bob", "6000", seconds=2)
+    assert conversation.two_way, conversation.summary()
+    after = lab.firewall("vps").counters()
+    dropped = after["everything else"]["packets"] - before["everything else"]["packets"]
+    assert dropped >= 2, after                       # svmap's OPTIONS and svwar's REGISTERs
+    assert after["SIP from Bob"]["packets"] > before["SIP from Bob"]["packets"]
+    assert after["RTP"]["packets"] > before["RTP"]["packets"]
+    # Switched back: no firewall table any more.
+    lab.switch(None)
+    assert "labkit_firewall" not in lab.host("vps").run(["nft", "list", "tables"]).stdout

@@ -60,21 +60,14 @@ def failures(nb) -> list[list]:
     return [r for r in check_results(nb) if not r[1] and NOT_RUN not in r[2]]
 
 
-def replayed(name, track):
-    from labkit.teaching.session import Session
-    session = Session.start(name, "dialplan-office", track=track, mode="replay", capture=SESSIONS[name])
-    session.recorder.replay_all()
-    return session
-
-
 # -- (1) regression ------------------------------------------------------------------------------
 def test_stored_outputs_match_replay(monkeypatch):
     monkeypatch.setenv("LABKIT_MODE", "replay")
-    monkeypatch.setenv("LABKIT_TRACK", tracks.MODERN)
+    monkeypatch.setenv("LABKIT_TRACK", tracks.MODERN.name)
     monkeypatch.setenv("LABKIT_RECORD", "0")
     fixture = NBRegressionFixture(
         exec_timeout=TIMEOUT, exec_cwd=str(NOTEBOOKS),
-        exec_env={"LABKIT_MODE": "replay", "LABKIT_TRACK": tracks.MODERN, "LABKIT_RECORD": "0"},
+        exec_env={"LABKIT_MODE": "replay", "LABKIT_TRACK": tracks.MODERN.name, "LABKIT_RECORD": "0"},
         diff_ignore=DIFF_IGNORE, diff_replace=DIFF_REPLACE, diff_use_color=False)
     fixture.check(str(PATH))
 
@@ -92,7 +85,7 @@ def test_stored_outputs_show_the_measurements():
 
 # -- (2) replay on the legacy track --------------------------------------------------------------
 def test_replay_legacy_runs():
-    nb = execute({"LABKIT_MODE": "replay", "LABKIT_TRACK": tracks.LEGACY}, report_checks=True)
+    nb = execute({"LABKIT_MODE": "replay", "LABKIT_TRACK": tracks.LEGACY.name}, report_checks=True)
     assert errors(nb) == []
     text = outputs_text(nb)
     assert "Track: **legacy**, Asterisk 16 with chan_sip" in text
@@ -226,21 +219,18 @@ exten => s,1,Dial({tech}/330&{tech}/520,20)
 
 def _right(track) -> dict:
     tech = tracks.get(track).channel_tech
-    main = replayed("06-routing", track)
-    reply = main.raw(403, since="refused")
-    invite = main.raw("INVITE", since="refused")
+    # What the notebook's solution reads with session.raw(…, since="refused"), as the tests of
+    # the stored outputs show it (the replayed session's capture reads stop at each cell's time).
     return {"predict_winners": "520 _0[1-7]XXXXXXXX _09XXXXXXXX none none _3651. none",
             "predict_nine_digits": 484, "predict_112": "404 Not Found",
             "my_contexts": _contexts(tech), "alias_dialplan": "[trunk-out]\nexten => _X.,1,Dial(x)\n",
-            "refused_reason": reply.splitlines()[0].split(" ", 2)[2],
-            "refused_number": invite.split("P-Asserted-Identity:")[1].split("sip:")[1].split("@")[0]}
+            "refused_reason": "Caller ID not allowed", "refused_number": "0033353010001"}
 
 
 @pytest.mark.parametrize("track", TRACKS)
 def test_checks_tell_right_from_wrong(track):
     from labkit.grading import checks
     right = _right(track)
-    assert right["refused_reason"] == "Caller ID not allowed" and right["refused_number"] == "0033353010001"
     results = checks.evaluate(NAME, right, track=track)
     assert {r.id for r in results} == JUDGED | PROBED
     assert {r.id for r in results if r.not_run} == PROBED

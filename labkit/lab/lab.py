@@ -53,6 +53,7 @@ from labkit.services.asterisk.tls import make_lab_ca
 from labkit.services.baresip import Softphone
 from labkit.services.base import Credentials, LabContext, Service, check_ports, start_order
 from labkit.services.dnsmasq import DnsServer
+from labkit.services.fail2ban import Fail2ban
 from labkit.services.kamailio import Kamailio
 from labkit.services.pstn import PstnExchange
 from labkit.services.sipp import SippResult, SippRun
@@ -152,6 +153,11 @@ class Lab:
     def pbx(self) -> Asterisk | None:
         """The lab's Asterisk (not the PSTN's exchange, an Asterisk too)."""
         return next((s for s in self.services if type(s) is Asterisk), None)
+
+    @property
+    def fail2ban(self) -> Fail2ban | None:
+        """fail2ban beside the PBX, when the lab file declares ``pbx.fail2ban``."""
+        return self._service_of(Fail2ban)
 
     @property
     def carrier(self) -> Kamailio | None:

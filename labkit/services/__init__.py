@@ -7,9 +7,9 @@ and SIPp runs are services too, made on demand rather than from the lab file.
 """
 from __future__ import annotations
 
-from labkit.services import baresip, dnsmasq, kamailio, pstn
+from labkit.services import baresip, dnsmasq, fail2ban, kamailio, pstn
 from labkit.services.asterisk import service as asterisk
 
 #: The modules whose ``provide`` turns a lab file into services (the lab's PBX first: the
 #: PSTN's exchange is an Asterisk too).
-PROVIDERS = (dnsmasq, asterisk, baresip, kamailio, pstn)
+PROVIDERS = (dnsmasq, asterisk, baresip, kamailio, pstn, fail2ban)

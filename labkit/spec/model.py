@@ -244,6 +244,14 @@ class PbxSecurity(_Strict):
                                description="The dialplan context of guests: it must not reach a trunk.")
 
 
+class Fail2ban(_Strict):
+    """fail2ban beside Asterisk: bans an address after too many failed authentications."""
+
+    maxretry: int = Field(default=5, ge=1, le=100, description="Failures within findtime that ban.")
+    findtime: int = Field(default=60, ge=1, le=3600, description="Seconds over which failures count.")
+    bantime: int = Field(default=60, ge=1, le=86400, description="Seconds a ban lasts.")
+
+
 class Pbx(_Strict):
     host: str = Field(description="The host the Asterisk server runs on.")
     transports: list[Literal["udp", "tcp", "tls"]] = Field(default=["udp"], min_length=1)
@@ -260,6 +268,8 @@ class Pbx(_Strict):
     media: PbxMedia = Field(default_factory=PbxMedia, description="Media encryption (SRTP) and RTP profile.")
     trunk: Trunk | None = Field(default=None, description="A SIP trunk to the lab's carrier.")
     security: PbxSecurity = Field(default_factory=PbxSecurity, description="Guests and answers to unknown users.")
+    fail2ban: Fail2ban | None = Field(default=None, description="Ban attackers found in Asterisk's log "
+                                                                "(fail2ban, nftables).")
     endpoints: list[Endpoint] = Field(min_length=1)
     dialplan: dict[str, list[str]] = Field(
         description="Context name -> lines of extensions.conf; '{{ tech }}' becomes SIP or PJSIP.")

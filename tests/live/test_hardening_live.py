@@ -118,3 +118,26 @@ def test_the_firewall_hides_the_pbx_from_the_scanner_and_lets_the_phones_call(sh
     # Switched back: no firewall table any more.
     lab.switch(None)
     assert "labkit_firewall" not in lab.host("vps").run(["nft", "list", "tables"]).stdout
+
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_fail2ban_bans_a_password_guesser_and_not_the_phones(make_lab, track):
+    lab = make_lab("exposed-pbx", track=track, up=False, overrides=load_spec("exposed-pbx").variant("fail2ban"))
+    lab.up(capture=("internet",), capture_name="fail2ban")
+    assert lab.fail2ban.banned() == []
+    guesses = [f"guess{i:04d}" for i in range(300)]
+    attack = lab.attack("attacker", "svcrack", extension="6000", passwords=guesses, timeout=8)
+    assert attack.found == []
+    assert lab.fail2ban.banned() == [ATTACKER]
+    # The phones were never banned: a call during the ban has two-way audio.
+    conversation = talk(lab, "bob", "6000", seconds=2)
+    assert conversation.two_way, conversation.summary()
+    sip = analysis.sip_messages(lab.captures[0].stop().files["internet"])
+    sent = sip[(sip.src == ATTACKER) & (sip.method == "REGISTER")]
+    answered = sip[(sip.dst == ATTACKER) & sip.status_code.notna()]
+    # Far fewer answers than the guesses: cut off within seconds (the log is polled each second).
+    assert 10 <= len(answered) < len(guesses), len(answered)
+    assert answered.time.max() - sent.time.min() < 5
+    assert len(sent) > len(answered)                  # the rest met the ban's drop
+    lab.fail2ban.unban(ATTACKER)
+    assert lab.fail2ban.banned() == []

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
+from labkit import analysis
 from labkit.errors import DaemonError, PortInUse
+from labkit.lab.conversation import talk
 
 pytestmark = pytest.mark.live
 
@@ -173,3 +175,45 @@ def test_a_students_tls_stanza_runs_the_lab(make_lab, track):
     lab = make_lab("tls-office", track=track, overrides={"pbx": {"tls": STUDENT[track]}})
     assert {"6000", "6001"} <= set(lab.pbx.registered())
     assert "as the student wrote it" in lab.pbx.config(lab.track.sip_config)
+
+
+# The report's port table, used for real: the PBX at home, 5061/tcp forwarded by the box, Bob on
+# the Internet dialling the box's name over TLS (the certificate carries that name).
+HOME_OVER_TLS = {
+    "hosts": [
+        {"name": "box", "interfaces": [{"network": "lan", "address": "192.168.0.1"},
+                                       {"network": "internet", "address": "203.0.113.1"}],
+         "forwarding": True,
+         "nat": {"outside": "internet", "forwards": [
+             {"proto": "tcp", "ports": 5061, "to": "192.168.0.10"},
+             {"proto": "udp", "ports": [10000, 20000], "to": "192.168.0.10"}]}},
+        {"name": "pbx", "interfaces": [{"network": "lan", "address": "192.168.0.10"}], "gateway": "192.168.0.1"},
+        {"name": "alice", "interfaces": [{"network": "lan", "address": "192.168.0.11"}], "gateway": "192.168.0.1"},
+        {"name": "bob", "interfaces": [{"network": "internet", "address": "203.0.113.50"}]},
+        {"name": "dns", "interfaces": [{"network": "internet", "address": "203.0.113.53"}]}],
+    "pbx": {"transports": ["udp", "tls"],
+            "tls": {"certificate": {"names": ["voip.home.example"]}},
+            "nat": {"external_address": "voip.home.example", "local_nets": ["192.168.0.0/24"],
+                    "symmetric": True}},
+    "phones": [{"name": "alice", "host": "alice", "extension": "6000"},
+               {"name": "bob", "host": "bob", "extension": "6001", "registrar": "voip.home.example",
+                "transport": "tls"}],
+}
+
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_tls_through_the_box_forward_of_5061(make_lab, track):
+    lab = make_lab("home-pbx", track=track, up=False, overrides=HOME_OVER_TLS)
+    lab.up(capture=("internet",), capture_name="home-tls")
+    registered = _wait_registered(lab)
+    assert {"6000", "6001"} <= set(registered), registered
+    conversation = talk(lab, "bob", "6000", seconds=2)
+    assert conversation.two_way, conversation.summary()
+    pcap = lab.captures[0].stop().files["internet"]
+    # On the Internet: TLS to the box's 5061 only, no readable SIP — until the keys are used.
+    assert _sip(pcap) == []
+    sessions = analysis.tls_sessions(pcap)
+    assert len(sessions) >= 1 and set(sessions.server_port) == {5061}
+    assert set(sessions.server) == {"203.0.113.1"}, sessions
+    decrypted = [m for m, _ in _sip(lab.captures[0].with_tls_keys("internet")) if m]
+    assert "REGISTER" in decrypted and "INVITE" in decrypted

@@ -13,4 +13,5 @@ bench:
 	.venv/bin/python benchmarks/bench_tls.py
 	.venv/bin/python benchmarks/bench_srtp_relay.py
 	.venv/bin/python benchmarks/bench_trunk.py
+	.venv/bin/python benchmarks/bench_hardening.py
 	.venv/bin/python benchmarks/bench_grading.py

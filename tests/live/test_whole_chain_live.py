@@ -29,6 +29,11 @@ PROBE = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s
          "From: <sip:probe@attacker.example>;tag=1\\r\\nTo: <sip:203.0.113.10>\\r\\nCall-ID: probe\\r\\n"
          "CSeq: 1 OPTIONS\\r\\nMax-Forwards: 70\\r\\nContent-Length: 0\\r\\n\\r\\n').encode(), "
          "('203.0.113.10', 5060))")
+#: 40 TCP connections to the VPS's 5061 started at once; prints how many were established.
+FLOOD = ("import socket, time\nsocks = []\nfor _ in range(40):\n    s = socket.socket(); s.setblocking(False)\n"
+         "    s.connect_ex(('203.0.113.10', 5061)); socks.append(s)\ntime.sleep(0.5)\nopened = 0\n"
+         "for s in socks:\n    try:\n        s.getpeername(); opened += 1\n    except OSError:\n        pass\n"
+         "    s.close()\nprint(opened)\n")
 #: Fictional numbers a fraudster would call: premium rate (08 99, ARCEP's fiction block
 #: 08 99 09 xx xx) and international (00 44 20 7946 0xxx, Ofcom's drama range).
 FRAUD = ("0899091234", "00442079460123")
@@ -145,6 +150,16 @@ def test_the_firewalled_vps_passes_the_chain_and_drops_the_rest(chain):
         dropped = after["everything else"]["packets"]
         lab.host("attacker").run(["python3", "-c", PROBE], check=False)
         assert firewall.counters()["everything else"]["packets"] > dropped
+        # The rate limit: 40 TLS connections opened at once from one address; the meter lets the
+        # burst through (nftables' default: 5 packets), then 20 a second; the other SYNs are dropped
+        # (measured on both tracks: 5 opened, 35 dropped).
+        before = firewall.counters()
+        opened = int(lab.host("attacker").run(["python3", "-c", FLOOD]).stdout.strip())
+        after = firewall.counters()
+        print({"opened": opened, "accepted": after["SIP over TLS"]["packets"] - before["SIP over TLS"]["packets"],
+               "dropped": after["everything else"]["packets"] - before["everything else"]["packets"]})
+        assert 1 <= opened <= 20, opened
+        assert after["everything else"]["packets"] - before["everything else"]["packets"] >= 20
     finally:
         lab.switch(None)
     assert "labkit_firewall" not in lab.host("vps").run(["nft", "list", "tables"]).stdout

@@ -34,8 +34,9 @@ FLOOD = ("import socket, time\nsocks = []\nfor _ in range(40):\n    s = socket.s
          "    s.connect_ex(('203.0.113.10', 5061)); socks.append(s)\ntime.sleep(0.5)\nopened = 0\n"
          "for s in socks:\n    try:\n        s.getpeername(); opened += 1\n    except OSError:\n        pass\n"
          "    s.close()\nprint(opened)\n")
-#: Fictional numbers a fraudster would call: premium rate (08 99, ARCEP's fiction block
-#: 08 99 09 xx xx) and international (00 44 20 7946 0xxx, Ofcom's drama range).
+#: Numbers a fraudster would call: premium rate (08 99 …; ARCEP has no fiction block in 08, so
+#: this one is only ever dialled inside the lab, where the PBX refuses it) and international
+#: (00 44 20 7946 0xxx, Ofcom's drama range).
 FRAUD = ("0899091234", "00442079460123")
 NAMES = {"192.168.0.11": "alice", BOX: "box", VPS: "vps", BOB: "bob", TELCO: "telco", PSTN: "pstn",
          "198.51.100.31": "carol"}

@@ -38,7 +38,7 @@ from .test_grading import GOOD_ANSWER, GOOD_TOTAL, _rows, _submission, _write
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 TOY = ("answer-42", "sum-list", "hidden-positive")
-NB00 = ("sip-port", "asterisk-rtp-ports", "rtp-in-range", "register-counts", "challenge-status")
+NB00 = ("sip-port", "asterisk-rtp-ports", "rtp-range", "register-counts", "challenge-status")
 
 FORGER = '''\
 import builtins, importlib, json, os, sys, types
@@ -120,7 +120,7 @@ session = Session.start("01-first-call")          # another recording, whose por
 pbx = session.address("pbx")
 sip_port = int(session.sip[session.sip.dst == pbx].dport.iloc[0])
 asterisk_rtp_ports = set(session.streams[session.streams.src == pbx].sport)
-inside_range = True
+rtp_range = (10000, 20000)
 registers = session.sip[session.sip.method == "REGISTER"]
 register_counts = registers[registers.is_request].groupby("src").size()
 challenge_status = int(registers[~registers.is_request].status_code.iloc[0])
@@ -138,7 +138,7 @@ class FakeSession:
     def address(self, host):
         return {"pbx": "10.9.9.9", "alice": "10.1.1.1"}[host]
 session = FakeSession()
-sip_port, asterisk_rtp_ports, inside_range, register_counts = 9999, {1}, True, {"alice": 1}
+sip_port, asterisk_rtp_ports, rtp_range, register_counts = 9999, {1}, (0, 5), {"alice": 1}
 '''
 
 GOOD_PJSIP = ("[transport-tls]\ntype = transport\nprotocol = tls\nbind = 0.0.0.0:5061\n"
@@ -235,7 +235,7 @@ def test_a_swapped_session_is_ignored(graded):
 
 def test_a_fake_session_is_ignored(graded):
     got = _got(graded, "faker00", NB00)
-    assert got == {"sip-port": ("0", "fail"), "asterisk-rtp-ports": ("0", "fail"), "rtp-in-range": ("1", "pass"),
+    assert got == {"sip-port": ("0", "fail"), "asterisk-rtp-ports": ("0", "fail"), "rtp-range": ("0", "fail"),
                    "register-counts": ("0", "fail"),
                    "challenge-status": ("0", "fail")}, graded.feedback["faker00"]
     assert graded.rows[("faker00", "sip-port")]["message"] == "you said 9999"

@@ -168,9 +168,9 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     session = Session.start("00-orientation", track=track, mode="replay")  # the test's, for the answers
     right = {"sip_port": 5060,
              "asterisk_rtp_ports": set(session.streams[session.streams.src == "192.168.0.10"].sport),
-             "inside_range": True, "register_counts": {"alice": 2, "bob": 2}, "challenge_status": 401}
+             "rtp_range": [10000, 20000], "register_counts": {"alice": 2, "bob": 2}, "challenge_status": 401}
     wrong = {"sip_port": 5061, "asterisk_rtp_ports": {5060},
-             "inside_range": "yes", "register_counts": {"alice": 1, "bob": 1}, "challenge_status": 407}
+             "rtp_range": "yes", "register_counts": {"alice": 1, "bob": 1}, "challenge_status": 407}
     assert all(r.passed for r in checks.evaluate("00-orientation", right, track=track))
     assert not any(r.passed for r in checks.evaluate("00-orientation", wrong, track=track))
     # a missing variable is a readable failure, not a crash
@@ -183,10 +183,16 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     failed = {r.id for r in checks.evaluate("00-orientation", right, track=track, data=swapped) if not r.passed}
     assert "asterisk-rtp-ports" in failed
 
-    right = {"alice_audio_from": "192.168.0.10", "n_streams": 4, "n_legs": 2,
-             "reinvite_sdp_addr": "192.168.0.11", "bob_rtp_to": "192.168.0.11", "n_reinvites": 3}
-    wrong = {"alice_audio_from": "192.168.0.12", "n_streams": 2, "n_legs": 1,
-             "reinvite_sdp_addr": "192.168.0.10", "bob_rtp_to": "192.168.0.10", "n_reinvites": 0}
+    anchored = Session.start("01-first-call", track=track, mode="replay")
+    direct = Session.start("01-direct-media", track=track, mode="replay", overrides={"pbx": {"direct_media": True}})
+    to_alice = anchored.streams[anchored.streams.dst == "192.168.0.11"].sort_values("packets").iloc[-1]
+    from_bob = direct.streams[direct.streams.src == "192.168.0.12"].sort_values("packets").iloc[-1]
+    right = {"alice_audio_from": f"{to_alice.src}:{to_alice.sport}", "n_streams": len(anchored.streams),
+             "n_legs": 2, "reinvite_sdp_addr": f"{from_bob.dst}:{from_bob.dport}",
+             "bob_rtp_to": f"{from_bob.dst}:{from_bob.dport}", "n_reinvites": 3}
+    wrong = {"alice_audio_from": "192.168.0.10", "n_streams": 2, "n_legs": 1,   # the address alone: not enough
+             "reinvite_sdp_addr": "192.168.0.11", "bob_rtp_to": f"192.168.0.10:{to_alice.sport}",
+             "n_reinvites": 0}
     assert [r.id for r in checks.evaluate("01-first-call", right, track=track) if not r.passed] == []
     assert [r.id for r in checks.evaluate("01-first-call", wrong, track=track) if r.passed] == []
     # the direct-media answers against the anchored call (a swapped artifact) fail

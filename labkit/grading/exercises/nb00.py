@@ -3,7 +3,9 @@
 The notebook starts one session, ``00-orientation`` (the first-call lab, the LAN captured).
 Every truth is read from that capture, opened by the checking code (``truth.session``):
 never an object of the student's, never the text of their code.  The answers are the
-values the student's cells leave in ``sip_port``, ``asterisk_rtp_ports``… (JSON data).
+values the student's cells leave in ``sip_port`` (a prediction, noted before the lab shows
+the port), ``asterisk_rtp_ports``, ``rtp_range``… (JSON data); ``rtp_range`` is judged against
+the lab file's ``pbx.rtp_ports``, which the kit renders into ``rtp.conf``.
 """
 from __future__ import annotations
 
@@ -94,16 +96,18 @@ def _asterisk_rtp_ports(answer, truth):
     return False, "; ".join(why)
 
 
-@check(NB, "rtp-in-range", points=1, answers=("inside_range",),
-       hint="compare each port with session.spec.pbx.rtp_ports (rtpstart, rtpend); the answer is True or False")
-def _rtp_in_range(answer, truth):
-    session = truth.session(SESSION)
-    low, high = session.spec.pbx.rtp_ports
-    expected = all(low <= p <= high for p in pbx_rtp_ports(session))
-    said = answer["inside_range"]
-    if not isinstance(said, bool):
-        return False, f"inside_range should be True or False, not a {type(said).__name__}"
-    return said == expected, ""
+@check(NB, "rtp-range", points=1, answers=("rtp_range",),
+       hint="in the text of session.config('rtp.conf'), the numbers after rtpstart = and rtpend =, "
+            "as a pair of ints (rtpstart, rtpend)")
+def _rtp_range(answer, truth):
+    low, high = truth.session(SESSION).spec.pbx.rtp_ports
+    said = answer["rtp_range"]
+    if isinstance(said, (str, bytes)) or not hasattr(said, "__iter__") or len(list(said)) != 2:
+        return False, f"rtp_range should be a pair (rtpstart, rtpend), not {said!r}"
+    said = tuple(_int(v) for v in said)
+    if said == (int(low), int(high)):
+        return True, ""
+    return False, f"you said {said}"
 
 
 @check(NB, "register-counts", points=1, answers=("register_counts",),

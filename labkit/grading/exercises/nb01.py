@@ -3,6 +3,8 @@
 The notebook's sessions: ``01-first-call`` (the call with media anchored on Asterisk,
 ``session`` in the notebook) and ``01-direct-media`` (the direct-media variant, ``direct``);
 every truth is read from their captures, opened by the checking code (``truth.session``).
+Addresses are asked as ``"address:port"`` (the address alone is on screen from the first cell;
+the port is only in the raw SDP or the streams, which the notebook prints after the checks).
 """
 from __future__ import annotations
 
@@ -22,17 +24,17 @@ def _streams(session):
 
 # -- truths, from the captures ----------------------------------------------------------------
 def audio_source(session, phone: str = "alice") -> str:
-    """The address that sent ``phone`` the most RTP packets."""
+    """``address:port`` that sent ``phone`` the most RTP packets."""
     s = session.streams
     rows = s[s.dst == session.address(phone)].sort_values("packets")
-    return str(rows.src.iloc[-1])
+    return f"{rows.src.iloc[-1]}:{int(rows.sport.iloc[-1])}"
 
 
 def audio_destination(session, phone: str = "bob") -> str:
-    """The address ``phone`` sent the most RTP packets to."""
+    """``address:port`` ``phone`` sent the most RTP packets to."""
     s = session.streams
     rows = s[s.src == session.address(phone)].sort_values("packets")
-    return str(rows.dst.iloc[-1])
+    return f"{rows.dst.iloc[-1]}:{int(rows.dport.iloc[-1])}"
 
 
 def rtp_legs(session) -> int:
@@ -42,11 +44,11 @@ def rtp_legs(session) -> int:
 
 
 def reinvite_sdp_addr(session, phone: str = "bob") -> str:
-    """The SDP c= address of the first re-INVITE Asterisk sent to ``phone``."""
+    """``c=address:m=port`` of the SDP of the first re-INVITE Asterisk sent to ``phone``."""
     sip = session.sip
     invites = sip[(sip.method == "INVITE") & (sip.src == session.address("pbx"))
                   & (sip.dst == session.address(phone)) & sip.has_sdp].sort_values("frame")
-    return str(invites.sdp_c_addr.iloc[0])
+    return f"{invites.sdp_c_addr.iloc[0]}:{int(invites.sdp_m_port.iloc[0])}"
 
 
 def reinvites(session) -> int:
@@ -56,8 +58,18 @@ def reinvites(session) -> int:
     return int((sent.to_tag.fillna("") != "").sum())
 
 
-def _addr(value) -> str:
-    return str(value).strip().split(":")[0]
+def _addr_port(value) -> str:
+    """A student's ``"address:port"`` (spaces dropped)."""
+    return str(value).replace(" ", "").strip()
+
+
+def _judged(said: str, expected: str):
+    """Right: no echo (a later exercise must not find the value on screen); wrong: why."""
+    if said == expected:
+        return True, ""
+    if ":" not in said:
+        return False, f"you said {said}: give the address and the port, as \"address:port\""
+    return False, f"you said {said}"
 
 
 def _int(value) -> int:
@@ -68,11 +80,11 @@ def _int(value) -> int:
 
 # -- checks ------------------------------------------------------------------------------------
 @check(NB, "alice-source", points=1, answers=("alice_audio_from",),
-       hint="in session.streams, keep the row whose dst is session.address('alice') and read its src")
+       hint="in the raw INVITE Asterisk sent Alice, the c= line's address and the m=audio line's port, "
+            "as 'address:port'")
 def _alice_source(answer, truth):
     expected = audio_source(truth.session(ANCHORED), "alice")
-    said = _addr(answer["alice_audio_from"])
-    return said == expected, f"you said {said}"
+    return _judged(_addr_port(answer["alice_audio_from"]), expected)
 
 
 @check(NB, "rtp-streams", points=1, answers=("n_streams",),
@@ -90,19 +102,18 @@ def _rtp_legs(answer, truth):
 
 
 @check(NB, "reinvite", points=1, answers=("reinvite_sdp_addr",),
-       hint="in direct.sip keep the INVITEs sent by Asterisk to Bob that carry SDP; the "
-            "re-INVITE is the first one (Bob sent the call's first INVITE himself)")
+       hint="direct.message('INVITE', src='pbx', dst='bob', decrypt=None): the c= line's address and the "
+            "m=audio line's port, as 'address:port'")
 def _reinvite(answer, truth):
     expected = reinvite_sdp_addr(truth.session(DIRECT), "bob")
-    said = _addr(answer["reinvite_sdp_addr"])
-    return said == expected, f"you said {said}"
+    return _judged(_addr_port(answer["reinvite_sdp_addr"]), expected)
 
 
 @check(NB, "direct-path", points=1, hidden=True, answers=("bob_rtp_to",),
-       hint="in direct.streams, where did Bob's packets go?")
+       hint="in direct.streams, where did Bob's packets go? 'address:port'")
 def _direct_path(answer, truth):
     expected = audio_destination(truth.session(DIRECT), "bob")
-    return _addr(answer["bob_rtp_to"]) == expected, ""
+    return _addr_port(answer["bob_rtp_to"]) == expected, ""
 
 
 @check(NB, "reinvite-count", points=1, hidden=True, answers=("n_reinvites",),

@@ -44,6 +44,7 @@ from labkit.errors import CaptureError, LabStateError
 from labkit.spec import load_spec, merge_overrides, stanza
 from labkit.teaching.dialplan import DialplanSession
 from labkit.teaching.display import Text, TlsProbeView, WideTable, listen, show_figures_inline, tls_lines
+from labkit.teaching.hardening import HardeningSession
 from labkit.teaching.recorder import Recorder
 from labkit.teaching.trunk import TrunkSession
 
@@ -76,7 +77,7 @@ def default_track() -> str:
     return tracks.get(os.environ.get("LABKIT_TRACK", tracks.DEFAULT.name)).name
 
 
-class Session(TrunkSession, DialplanSession):
+class Session(TrunkSession, DialplanSession, HardeningSession):
     """One notebook's lab (live) or its recording (replay), with the analysis on top."""
 
     def __init__(self, name: str, lab: str, track: str, mode: str, overrides: dict | None):

@@ -99,7 +99,8 @@ def _code(value) -> int:
 def _scan_answer(answer, truth):
     expected = scan_answer(truth.session(MAIN))
     said = _code(answer["scan_answer"])
-    return said == expected, f"you said {said}"
+    return said == expected, ("the code of the PBX's answer" if said == expected
+                              else "not the code on the status line of the PBX's answer")
 
 
 # -- exercise 2: enumeration ---------------------------------------------------------------------
@@ -108,7 +109,8 @@ def _scan_answer(answer, truth):
 def _predict_enumeration(answer, truth):
     expected = enumeration_answer(truth.session(MAIN))
     said = _code(answer["predict_unknown"])
-    return said == expected, f"you predicted {said}"
+    return said == expected, ("what the PBX answered a missing extension" if said == expected
+                              else "not what the PBX answered a missing extension")
 
 
 # -- exercise 3: password guessing ---------------------------------------------------------------
@@ -120,7 +122,8 @@ def _crack_registers(answer, truth):
         said = int(answer["crack_registers"])
     except (TypeError, ValueError):
         return False, f"{answer['crack_registers']!r} is not a number"
-    return said == expected, f"you counted {said}"
+    return said == expected, ("the REGISTER requests the attacker sent for 6000" if said == expected
+                              else "not the number of REGISTER requests from the attacker after the mark")
 
 
 # -- exercise 4: the firewall --------------------------------------------------------------------

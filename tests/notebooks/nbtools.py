@@ -1,6 +1,7 @@
 """What every notebook test shares: paths, limits, volatile strings, running a notebook."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -151,3 +152,31 @@ def recordings_folder(root: Path, track: str, names: list[str], swap: dict[str, 
                 (root / "captures" / f"{name}-{track}{rest}").symlink_to(pcap)
     return root
 
+
+
+# -- the report's personal data ------------------------------------------------------------------
+# The walkthrough this kit follows names real people, their phone numbers, public addresses and
+# account (SEED-MAP.md: never copy them).  The tests look for them by SHA-256 digest (first 16
+# hex digits) so that the list itself does not put them in the tree: addresses, the national
+# significant number (last 9 digits, whatever the prefix: 0…, 0033…, +33…), user and account names.
+REPORT_DIGESTS = frozenset({
+    "7f30df00dacdd9cb", "f5389981f5476865", "fd3544bcf2a33b92",  # public IPv4 addresses
+    "5911792fba91a1f1", "f974ba3a1c4d5238", "a748a7e9908277f4",
+    "8895be6969a912d2", "062e26121a07544d", "81654bd9e05ba44b", "c588f155f7d2e2de",  # numbers
+    "61c9b725a72fb160", "8c10c13b71677613", "9107477b7cdc2414", "1ac4dddeb716878b",  # names, account
+})
+_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+_DIGITS = re.compile(r"\d{9,}")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]{3,}")
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def report_data_in(text: str) -> list[str]:
+    """The tokens of ``text`` that are personal data of the report (empty when there is none)."""
+    tokens = set(_IPV4.findall(text))
+    tokens |= {run[-9:] for run in _DIGITS.findall(text)}
+    tokens |= {word.lower() for word in _WORD.findall(text)}
+    return sorted(t for t in tokens if _digest(t) in REPORT_DIGESTS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import subprocess
 
 import pytest
 from pytest_notebook.nb_regression import NBRegressionFixture
@@ -208,3 +209,31 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_student_version_fails_checks_gracefully(name, tmp_path):
     assert_student_version_degrades_gracefully(name)
+
+
+# -- no personal data of the report anywhere in the tree ---------------------------------------
+def test_the_report_detector_finds_each_form(monkeypatch):
+    # Fictional stand-ins, digested like the report's own values: an address, a number in any
+    # prefix form, a user name in any case.
+    fakes = {"203.0.113.99", "199001111", "mallory"}
+    monkeypatch.setattr(nbtools, "REPORT_DIGESTS", frozenset(nbtools._digest(f) for f in fakes))
+    text = "host 203.0.113.99, line 0033199001111 (+33 199001111), user Mallory@sip.example"
+    assert nbtools.report_data_in(text) == sorted(fakes)
+    assert nbtools.report_data_in("203.0.113.990 1990011 mallor") == []
+
+
+def test_no_personal_data_of_the_report_in_the_tree():
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=nbtools.ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    found = {}
+    for name in filter(None, files):
+        path = nbtools.ROOT / name
+        if not path.is_file() or path.stat().st_size > 5_000_000:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:          # captures, audio, images
+            continue
+        if hits := nbtools.report_data_in(text):
+            found[name] = hits
+    assert found == {}

@@ -5,10 +5,13 @@ import hashlib
 import json
 import os
 import re
+import statistics
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from labkit import tracks
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -180,3 +183,30 @@ def report_data_in(text: str) -> list[str]:
     tokens |= {run[-9:] for run in _DIGITS.findall(text)}
     tokens |= {word.lower() for word in _WORD.findall(text)}
     return sorted(t for t in tokens if _digest(t) in REPORT_DIGESTS)
+
+
+# -- what every notebook's tests check alike ----------------------------------------------------
+def check_stored_outputs(monkeypatch, path: Path, timeout: int = 120) -> None:
+    """The outputs committed with the notebook == a fresh replay run on the modern track
+    (pytest-notebook; images and volatile strings ignored)."""
+    from pytest_notebook.nb_regression import NBRegressionFixture
+
+    env = {"LABKIT_MODE": "replay", "LABKIT_TRACK": tracks.MODERN.name, "LABKIT_RECORD": "0"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("LABKIT_STUDENT", raising=False)
+    fixture = NBRegressionFixture(exec_timeout=timeout, exec_cwd=str(NOTEBOOKS), exec_env=env,
+                                  diff_ignore=DIFF_IGNORE, diff_replace=DIFF_REPLACE, diff_use_color=False)
+    fixture.check(str(path))
+
+
+def assert_cells_short_and_plain(nb) -> None:
+    """Short cells (median ≤ 3 lines) with no logic of their own: no function, lambda or class
+    (that belongs in labkit), no subprocess or os (the Session does the driving)."""
+    cells = code_cells(nb)
+    lengths = [len(c.source.strip().splitlines()) for c in cells]
+    assert statistics.median(lengths) <= 3, lengths
+    for cell in cells:
+        assert not re.search(r"(^|\s)(async\s+)?def\s", cell.source), cell.source
+        assert "lambda" not in cell.source and "class " not in cell.source, cell.source
+        assert "subprocess" not in cell.source and "import os" not in cell.source, cell.source

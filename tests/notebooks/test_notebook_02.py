@@ -16,20 +16,15 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 
 import pytest
-from pytest_notebook.nb_regression import NBRegressionFixture
 
 from . import nbtools
 from .nbtools import (
     DATA,
-    DIFF_IGNORE,
-    DIFF_REPLACE,
     MAX_CAPTURE,
     MAX_CELL_OUTPUT,
     MAX_NOTEBOOK,
-    NOTEBOOKS,
     TRACKS,
     assert_metadata_clean,
     assert_student_version_degrades_gracefully,
@@ -70,14 +65,7 @@ def sessions(nb) -> list[tuple[str, tuple[str, ...]]]:
 
 # -- (1) regression: stored outputs == a fresh replay run (modern track) --------------------------
 def test_stored_outputs_match_replay(monkeypatch):
-    monkeypatch.setenv("LABKIT_MODE", "replay")
-    monkeypatch.setenv("LABKIT_TRACK", "modern")
-    monkeypatch.setenv("LABKIT_RECORD", "0")
-    fixture = NBRegressionFixture(
-        exec_timeout=TIMEOUT, exec_cwd=str(NOTEBOOKS),
-        exec_env={"LABKIT_MODE": "replay", "LABKIT_TRACK": "modern", "LABKIT_RECORD": "0"},
-        diff_ignore=DIFF_IGNORE, diff_replace=DIFF_REPLACE, diff_use_color=False)
-    fixture.check(str(PATH))
+    nbtools.check_stored_outputs(monkeypatch, PATH, TIMEOUT)
 
 
 def test_stored_outputs_show_the_measurements():
@@ -121,12 +109,7 @@ def test_live_runs_and_checks_pass(track):
 
 # -- (4) hygiene -----------------------------------------------------------------------------------
 def test_cells_short_and_without_functions():
-    cells = code_cells(read())
-    lengths = [len(c.source.strip().splitlines()) for c in cells]
-    assert statistics.median(lengths) <= 3, lengths
-    for cell in cells:
-        assert not re.search(r"(^|\s)(async\s+)?def\s", cell.source), cell.source
-        assert "lambda" not in cell.source and "class " not in cell.source, cell.source
+    nbtools.assert_cells_short_and_plain(read())
 
 
 def test_structure():

@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import subprocess
 
 import pytest
-from pytest_notebook.nb_regression import NBRegressionFixture
 
 from . import nbtools
 from .nbtools import (
     DATA,
-    DIFF_IGNORE,
-    DIFF_REPLACE,
     MAX_CAPTURE,
     MAX_CELL_OUTPUT,
     MAX_NOTEBOOK,
-    NOTEBOOKS,
     TRACKS,
     assert_metadata_clean,
     assert_student_version_degrades_gracefully,
@@ -51,14 +46,7 @@ def session_names(nb) -> list[str]:
 # -- (1) regression: stored outputs == a fresh replay run (modern track) -----------------------
 @pytest.mark.parametrize("name", NAMES)
 def test_stored_outputs_match_replay(name, monkeypatch):
-    monkeypatch.setenv("LABKIT_MODE", "replay")
-    monkeypatch.setenv("LABKIT_TRACK", "modern")
-    monkeypatch.setenv("LABKIT_RECORD", "0")
-    fixture = NBRegressionFixture(
-        exec_timeout=120, exec_cwd=str(NOTEBOOKS),
-        exec_env={"LABKIT_MODE": "replay", "LABKIT_TRACK": "modern", "LABKIT_RECORD": "0"},
-        diff_ignore=DIFF_IGNORE, diff_replace=DIFF_REPLACE, diff_use_color=False)
-    fixture.check(str(path_of(name)))
+    nbtools.check_stored_outputs(monkeypatch, path_of(name), 120)
 
 
 # -- (2) replay on the legacy track ------------------------------------------------------------
@@ -114,12 +102,7 @@ def test_outputs_small(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_cells_short_and_without_functions(name):
-    cells = code_cells(read(name))
-    lengths = [len(c.source.strip().splitlines()) for c in cells]
-    assert statistics.median(lengths) <= 3, lengths
-    for cell in cells:
-        assert not re.search(r"(^|\s)(async\s+)?def\s", cell.source), cell.source
-        assert "lambda" not in cell.source and "class " not in cell.source, cell.source
+    nbtools.assert_cells_short_and_plain(read(name))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -113,13 +113,11 @@ def yaml_override(*allowed: str) -> Callable[[str, Any], dict]:
         raise ValueError("yaml_override: name the keys the exercise lets students set")
 
     def apply(text: str, track) -> dict:
-        import yaml
+        from labkit.spec.load import YamlTextError, yaml_text
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise Refused(f"your text is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+            data = yaml_text(text)
+        except YamlTextError as exc:
+            raise Refused(f"your text is {exc}") from None
         if not isinstance(data, dict):
             raise Refused("your text must be a YAML mapping, e.g. `pbx: {codecs: [alaw]}`")
         bad = [path for path in _paths(data) if not any(path == a or path.startswith(a + ".") for a in allowed)]

@@ -94,6 +94,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class YamlTextError(ValueError):
+    """A student's lab-file lines that are not YAML; the message says where and why."""
+
+
+def yaml_text(text: str) -> Any:
+    """A student's lab-file lines as data: YAML's safe loader only (no tags that build Python
+    objects), and an error saying the line and the problem (``not valid YAML at line N: …``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise YamlTextError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+
+
 def parse_spec(text: str, source: str = "<lab>", overrides: dict[str, Any] | None = None) -> LabSpec:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)

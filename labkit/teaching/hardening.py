@@ -28,6 +28,7 @@ import pandas as pd
 
 from labkit.errors import LabkitError, LabStateError
 from labkit.spec import load_spec
+from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.display import Text
 from labkit.teaching.trunk import _fresh, _window, udp_payload
 
@@ -57,15 +58,12 @@ def firewall_settings(text: str) -> dict:
     """The lab file's ``firewall:`` section of a host, from YAML text (``allow:`` rules and
     ``policy``).  Data only: YAML's safe loader, the keys of the lab model; the lab model then
     checks each rule (protocol, ports, source host, rate, comment)."""
-    import yaml
     if not isinstance(text, str) or not text.strip():
         raise HardeningTextError("The firewall should be text: the lines of the firewall: section you wrote.")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise HardeningTextError(f"Your firewall is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        data = yaml_text(text)
+    except YamlTextError as exc:
+        raise HardeningTextError(f"Your firewall is {exc}") from None
     if isinstance(data, dict) and set(data) == {"firewall"}:
         data = data["firewall"]
     if not isinstance(data, dict):

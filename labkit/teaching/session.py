@@ -42,6 +42,7 @@ from labkit import analysis, pki, resources, tracks
 from labkit.analysis import plots
 from labkit.errors import CaptureError, LabStateError
 from labkit.spec import load_spec, merge_overrides, stanza
+from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.dialplan import DialplanSession
 from labkit.teaching.display import Text, TlsProbeView, WideTable, listen, show_figures_inline, tls_lines
 from labkit.teaching.hardening import HardeningSession
@@ -776,15 +777,12 @@ def workshop_ca(student: str | None = None) -> pki.LabCA:
 def tls_settings(text: str, allowed: tuple[str, ...] = ("certificate",)) -> dict:
     """Lab-file lines of ``pbx.tls`` written as text (YAML: ``certificate:`` then indented
     ``variant: good`` …) as a mapping; only the keys *allowed* (and what is under them)."""
-    import yaml
     if not isinstance(text, str):
         raise LabStateError(f"The settings should be text (lab-file lines), not {type(text).__name__}.")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise LabStateError(f"The settings are not valid YAML{where}: {getattr(exc, 'problem', exc)}.",
+        data = yaml_text(text)
+    except YamlTextError as exc:
+        raise LabStateError(f"The settings are {exc}.",
                             hint="e.g. 'certificate:' then '  variant: good' on the next line") from None
     if not isinstance(data, dict) or not data:
         raise LabStateError("The settings must be a YAML mapping, e.g. 'certificate: {variant: good}'.")

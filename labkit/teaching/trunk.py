@@ -42,6 +42,7 @@ import pandas as pd
 from labkit import tracks
 from labkit.errors import LabStateError
 from labkit.spec import load_spec, merge_overrides, stanza
+from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.display import Text
 
 #: The carrier's welcome letter (fictional: ARCEP keeps 01 99 00 xx xx for fiction).
@@ -389,15 +390,12 @@ def _proxy(value: str | None, where: str, problems: list[str]) -> str | None:
 def fix_settings(text: str) -> dict:
     """A diagnosis fix: lab-file lines of ``pbx.trunk`` (YAML ``password: …``) as a mapping of
     the keys a fix may set (:data:`FIX_KEYS`)."""
-    import yaml
     if not isinstance(text, str):
         raise TrunkTextError(f"The fix should be text (lab-file lines), not {type(text).__name__}.")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise TrunkTextError(f"The fix is not valid YAML{f' at line {mark.line + 1}' if mark else ''}.",
-                             hint="e.g. 'password: …' on a line") from None
+        data = yaml_text(text)
+    except YamlTextError as exc:
+        raise TrunkTextError(f"The fix is {exc}.", hint="e.g. 'password: …' on a line") from None
     if not isinstance(data, dict) or not data:
         raise TrunkTextError("The fix must be lab-file lines of pbx.trunk, e.g. 'domain: …'.")
     bad = [str(k) for k in data if k not in FIX_KEYS]

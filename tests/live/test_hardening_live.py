@@ -141,3 +141,31 @@ def test_fail2ban_bans_a_password_guesser_and_not_the_phones(make_lab, track):
     assert len(sent) > len(answered)                  # the rest met the ban's drop
     lab.fail2ban.unban(ATTACKER)
     assert lab.fail2ban.banned() == []
+
+
+@pytest.mark.parametrize("track", ["modern", "legacy"])
+def test_fail2ban_bans_an_enumeration_before_it_reaches_the_extensions(make_lab, track):
+    lab = make_lab("exposed-pbx", track=track, up=False,
+                   overrides=load_spec("exposed-pbx").variant("leaky-fail2ban"))
+    lab.up(capture=("internet",), capture_name="enumeration")
+    scan = lab.attack("attacker", "svwar", extensions="5800-6100", timeout=10)
+    sip = analysis.sip_messages(lab.captures[0].stop().files["internet"])
+    sent = sip[(sip.src == ATTACKER) & (sip.method == "REGISTER")]
+    answered = sip[(sip.dst == ATTACKER) & sip.status_code.notna()]
+    failures = lab.pbx.log(400).count("failed for '203.0.113.66")
+    if lab.track is tracks.LEGACY:
+        # Each missing user is a 404 and a logged failure: banned after a few dozen, in well under
+        # a second of the scan and 200 extensions before 6000 — svwar learns nothing.
+        assert lab.fail2ban.banned() == [ATTACKER]
+        assert scan.found == [], scan.output
+        assert set(answered.status_code.astype(int)) == {404}
+        assert 5 <= len(answered) < 200 and len(sent) > len(answered), (len(sent), len(answered))
+        assert answered.time.max() - sent.time.min() < 3
+        assert failures >= 5
+    else:
+        # PJSIP challenges a missing user like a real one: svwar stops after its sanity check,
+        # two logged failures, under fail2ban's maxretry — nothing learnt, nothing to ban.
+        assert scan.refused_to_enumerate and scan.found == [], scan.output
+        assert len(sent) <= 3 and set(answered.status_code.astype(int)) == {401}
+        assert failures == len(sent)
+        assert lab.fail2ban.banned() == []

@@ -22,10 +22,10 @@ same live and in replay.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pandas as pd
 
+from labkit import resources
 from labkit.errors import LabkitError, LabStateError
 from labkit.spec import load_spec
 from labkit.spec.load import YamlTextError, yaml_text
@@ -37,8 +37,9 @@ LAB = "exposed-pbx"
 #: file's minimum of 8 characters: the weak-secret variant picks 12345678).
 DICTIONARY = ("123456", "password", "12345678", "qwerty", "123456789", "1234", "test", "secret",
               "6000", "6001", "000000", "111111", "abc123", "asterisk", "voip")
-#: The report's weak configuration, rewritten with fictional values (``labkit audit``'s tests).
-AUDIT_FOLDER = Path(__file__).resolve().parents[2] / "tests" / "data" / "audit" / "report-weak"
+#: The report's weak configuration, rewritten with fictional values; shipped with the kit
+#: (configs/audit, in the wheel too) and one of ``labkit audit``'s golden test sets.
+AUDIT_FOLDER = resources.configs_dir() / "audit" / "report-weak"
 AUDIT_FILES = ("sip.conf", "extensions.conf")
 #: What ``jail.local`` lines the fail2ban exercise reads (the lab file's ``pbx.fail2ban``).
 JAIL_OPTIONS = ("enabled", "maxretry", "findtime", "bantime")

@@ -67,10 +67,13 @@ def test_wheel_works_outside_the_repository(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    # Notebook 07 audits the report's configuration shipped in configs/audit.
     where = subprocess.run([str(python), "-c", "import labkit, labkit.spec as s; print(labkit.__file__); "
-                            "print(s.load_spec('first-call').name)"],
+                            "print(s.load_spec('first-call').name); from labkit.teaching import hardening as h; "
+                            "from labkit.audit import audit; print(len(audit(h.AUDIT_FOLDER)))"],
                            cwd=work, check=True, capture_output=True, text=True, env=env).stdout.split()
     assert where[0].startswith(site) and where[1] == "first-call", where
+    assert int(where[2]) > 0, where
     result = subprocess.run([str(venv / "bin" / "labkit"), "replay", "first-call-modern", "-o", "out"],
                             cwd=work, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr

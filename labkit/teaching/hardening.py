@@ -17,7 +17,10 @@ same live and in replay.
   (:meth:`~HardeningSession.firewall_counters`);
 * **fail2ban** as ``jail.local`` text (:func:`jail_settings`: the lab file's ``pbx.fail2ban``);
 * ``labkit audit`` on the report's weak configuration (:meth:`~HardeningSession.audit_file`,
-  :meth:`~HardeningSession.audit`), the kit's fictional rewrite of it.
+  :meth:`~HardeningSession.audit`), the kit's fictional rewrite of it;
+* the **whole chain** (the ``whole-chain`` lab): what an observer on each captured segment reads
+  (:meth:`~HardeningSession.exposure`, :func:`readable_by_segment`), measured from the captures
+  by :func:`labkit.analysis.exposure`.
 """
 from __future__ import annotations
 
@@ -41,6 +44,12 @@ DICTIONARY = ("123456", "password", "12345678", "qwerty", "123456789", "1234", "
 #: (configs/audit, in the wheel too) and one of ``labkit audit``'s golden test sets.
 AUDIT_FOLDER = resources.configs_dir() / "audit" / "report-weak"
 AUDIT_FILES = ("sip.conf", "extensions.conf")
+#: The whole chain's segments, in the order a call crosses them, and what an observer may read.
+CHAIN_SEGMENTS = ("lan", "internet", "carrier")
+READABLE = ("sip", "media")
+#: The columns :meth:`HardeningSession.exposure` shows (analysis.exposure has more).
+EXPOSURE_COLUMNS = ["segment", "a", "b", "signalling", "sip_messages", "sdp_keys", "media", "media_entropy",
+                    "audio_seconds"]
 #: What ``jail.local`` lines the fail2ban exercise reads (the lab file's ``pbx.fail2ban``).
 JAIL_OPTIONS = ("enabled", "maxretry", "findtime", "bantime")
 TOOLS = ("svmap", "svwar", "svcrack")
@@ -311,6 +320,34 @@ class HardeningSession:
         sources = [("sip.conf", sip_conf if sip_conf is not None else self.audit_file("sip.conf")),
                    ("extensions.conf", self.audit_file("extensions.conf"))]
         return audit_table(sources)
+
+    # -- the whole chain ---------------------------------------------------------------------
+    def exposure(self, *, by_segment: bool = False) -> pd.DataFrame:
+        """What an observer on each captured network reads of the capture so far, measured
+        (:func:`labkit.analysis.exposure`): one row per pair of hosts that exchanged SIP, TLS or
+        RTP — or, ``by_segment``, one per network."""
+        from labkit import analysis
+        self._capture_so_far()
+        # In the order a call crosses them (the first captured place is the analysis default).
+        order = sorted(self.places, key=lambda p: CHAIN_SEGMENTS.index(p) if p in CHAIN_SEGMENTS else 99)
+        table = analysis.exposure({p: self.pcap_at(p) for p in order}, self._short_names())
+        if by_segment:
+            return analysis.exposure_by_segment(table)
+        return table[EXPOSURE_COLUMNS]
+
+    def _short_names(self) -> dict[str, str]:
+        """Address → host name (the PBX's host as ``Asterisk``); behind a NAT the box's public
+        address is what the Internet sees."""
+        return {address: label.split("\n")[0] for address, label in self.names.items()}
+
+
+def readable_by_segment(session) -> dict[str, list[str]]:
+    """Per captured segment, what an observer there reads in clear: ``"sip"`` (SIP messages)
+    and ``"media"`` (audio one can play), from :meth:`HardeningSession.exposure`."""
+    table = session.exposure(by_segment=True).set_index("segment")
+    return {segment: [what for what, column in (("sip", "sip_readable"), ("media", "media_readable"))
+                      if bool(table.loc[segment, column])] if segment in table.index else []
+            for segment in CHAIN_SEGMENTS if segment in session.places}
 
 
 def _user(uri) -> str:

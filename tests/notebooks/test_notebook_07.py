@@ -41,9 +41,11 @@ NAME = "07-hardening"
 PATH = path_of(NAME)
 TIMEOUT = 200
 NOT_RUN = "checked on a live lab"
-SESSIONS = {"07-attack": ("internet",), "07-crack": ("internet",), "07-ban": ("internet",)}
+SESSIONS = {"07-attack": ("internet",), "07-crack": ("internet",), "07-ban": ("internet",),
+            "07-chain": ("carrier", "lan", "internet")}
 PROBED = {"firewall-blocks", "jail-bans"}
-JUDGED = {"scan-answer", "predict-enumeration", "crack-registers", "firewall-valid", "jail-valid", "audit-fixed"}
+JUDGED = {"scan-answer", "predict-enumeration", "crack-registers", "firewall-valid", "jail-valid", "audit-fixed",
+          "predict-exposure"}
 
 
 def read():
@@ -115,9 +117,9 @@ def test_structure():
     source = "\n".join(c.source for c in cells)
     started = re.findall(r"^(\w+) = Session\.start(?:_variant)?\(", source, re.M)
     closed = re.findall(r"^(\w+)\.close\(\)", source, re.M)
-    assert sorted(started) == sorted(closed) == ["ban", "crack", "session"]
+    assert sorted(started) == sorted(closed) == ["ban", "chain", "crack", "session"]
     exercises = [c for c in cells if "### BEGIN SOLUTION" in c.source]
-    assert len(exercises) == 6
+    assert len(exercises) == 7
     for cell in exercises:
         assert "### END SOLUTION" in cell.source
         assert cell.metadata.get("nbgrader", {}).get("solution") is True
@@ -129,12 +131,17 @@ def test_structure():
     predict = next(i for i, c in enumerate(cells) if "session.predict(" in c.source)
     reveal = next(i for i, c in enumerate(cells) if 'label="svwar-leaky"' in c.source)
     assert "### BEGIN SOLUTION" in cells[predict].source and predict < reveal
+    predict = next(i for i, c in enumerate(cells) if "chain.predict(" in c.source)
+    reveal = next(i for i, c in enumerate(cells) if "chain.call_number(" in c.source)
+    shown = next(i for i, c in enumerate(cells) if "chain.exposure(" in c.source)
+    assert "### BEGIN SOLUTION" in cells[predict].source and predict < reveal < shown
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     before = prose.split("**What to look at.**\n\n* **chan_sip**")[0]
     for code in ("404", "403", "Not found", "Not Found"):
         assert code not in before, f"{code} is said before it is predicted"
     for term in ("fail2ban + firewall SIP", "alwaysauthreject", "friendly-scanner", "maxretry", "findtime",
-                 "bantime", "policy: drop", "labkit audit", "tlscipher=ALL", "sip.conf.sample"):
+                 "bantime", "policy: drop", "labkit audit", "tlscipher=ALL", "sip.conf.sample", "toll fraud",
+                 "RFC 3398 §8.2.6.1"):
         assert term in prose, term
 
 
@@ -183,11 +190,12 @@ allow:
   - {proto: udp, ports: "5060", source: bob}
   - {proto: udp, ports: "10000-20000"}
 """
+REPORT_SIP_CONF = nbtools.ROOT / "configs" / "audit" / "report-weak" / "sip.conf"
 JAIL = "[asterisk]\nenabled = true\nmaxretry = 3\nfindtime = 600\nbantime = 3600\n"
 
 
 def _fixed_sip_conf() -> str:
-    text = (nbtools.ROOT / "tests" / "data" / "audit" / "report-weak" / "sip.conf").read_text()
+    text = REPORT_SIP_CONF.read_text()
     text = text.replace("tlscipher=ALL", "tlscipher=ECDHE+AESGCM:ECDHE+CHACHA20")
     text = re.sub(r"tlsclientmethod=tlsv1[^\n]*\n", "", text)
     for secret in ("Wq3-tK9vLp2xZr7b", "Hn5-yB8cRm1sJd4f", "Pz6-gT2wQk9vNe3a", "Lc7-xF4hVu8mYs2r"):
@@ -202,7 +210,8 @@ def _right(track) -> dict:
     return {"scan_answer": nb07.scan_answer(truth.session(nb07.MAIN)),
             "predict_unknown": nb07.enumeration_answer(truth.session(nb07.MAIN)),
             "crack_registers": nb07.crack_registers(truth.session(nb07.CRACK)),
-            "my_firewall": FIREWALL, "my_jail": JAIL, "fixed_sip_conf": _fixed_sip_conf()}
+            "my_firewall": FIREWALL, "my_jail": JAIL, "fixed_sip_conf": _fixed_sip_conf(),
+            "predict_readable": nb07.readable_by_segment(truth.session(nb07.CHAIN))}
 
 
 def test_the_truths_differ_per_track_as_the_lesson_says():
@@ -213,6 +222,9 @@ def test_the_truths_differ_per_track_as_the_lesson_says():
     assert nb07.enumeration_answer(modern.session(nb07.MAIN)) == 401    # PJSIP: challenged like any user
     assert nb07.scan_answer(legacy.session(nb07.MAIN)) == 404
     assert nb07.scan_answer(modern.session(nb07.MAIN)) == 401
+    for truth in (legacy, modern):   # measured from the captures: the trunk crosses the Internet in clear
+        assert nb07.readable_by_segment(truth.session(nb07.CHAIN)) == {
+            "lan": [], "internet": ["sip", "media"], "carrier": ["sip", "media"]}
 
 
 @pytest.mark.parametrize("track", TRACKS)
@@ -227,7 +239,9 @@ def test_checks_tell_right_from_wrong(track):
              "crack_registers": right["crack_registers"] + 1,
              "my_firewall": "allow:\n  - {proto: udp, ports: '5060; flush ruleset'}\n",
              "my_jail": "[asterisk]\nenabled = true\naction = iptables-allports\n",
-             "fixed_sip_conf": (nbtools.ROOT / "tests" / "data" / "audit" / "report-weak" / "sip.conf").read_text()}
+             "fixed_sip_conf": REPORT_SIP_CONF.read_text(),
+             # the usual belief: "TLS + SRTP" protects the Internet; the trunk crosses it in clear
+             "predict_readable": {"lan": [], "internet": [], "carrier": ["sip", "media"]}}
     failed = {r.id: r.message for r in checks.evaluate(NAME, wrong, track=track) if not r.passed and not r.not_run}
     assert set(failed) == JUDGED, failed
     assert "sip.weak-secret" in failed["audit-fixed"]

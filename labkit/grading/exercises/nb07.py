@@ -16,7 +16,10 @@ scan, the enumeration, the student's firewall, the audit: ``session``) and ``07-
   :func:`~labkit.teaching.hardening.jail_overrides`): svmap no longer finds the PBX, the firewall
   counted what it dropped, a call has two-way audio; svcrack is banned and the phones still call;
 * the audit (``fixed_sip_conf``): ``labkit audit`` run here on the student's text — no high
-  finding left, and still the same PBX (its accounts, TLS on).
+  finding left, and still the same PBX (its accounts, TLS on);
+* the whole chain (``predict_readable``): what an observer reads on each segment of the
+  ``07-chain`` recording (a ``whole-chain`` lab, captured on its three networks), measured here
+  with :func:`labkit.teaching.hardening.readable_by_segment`.
 """
 from __future__ import annotations
 
@@ -24,12 +27,22 @@ from labkit.errors import LabkitError
 from labkit.grading import probes
 from labkit.grading.checks import check, configure, recording
 from labkit.spec import load_spec
-from labkit.teaching.hardening import LAB, audit_table, firewall_overrides, jail_overrides
+from labkit.teaching.hardening import (
+    CHAIN_SEGMENTS,
+    LAB,
+    READABLE,
+    audit_table,
+    firewall_overrides,
+    jail_overrides,
+    readable_by_segment,
+)
 
 NB = "07-hardening"
 MAIN = recording(NB, "07-attack", LAB, capture=("internet",)).name
 CRACK = recording(NB, "07-crack", LAB, capture=("internet",),
                   overrides=load_spec(LAB).variant("weak-secret")).name
+#: The carrier first: the trunk's exchange reads the session's first captured place.
+CHAIN = recording(NB, "07-chain", "whole-chain", capture=("carrier", "lan", "internet")).name
 KNOWN = "6000"  #: the extension svcrack attacks
 #: The accounts of the report's sip.conf the fixed text must still have.
 ACCOUNTS = ("trunk-carrier", "6000", "6001", "330", "520")
@@ -273,3 +286,30 @@ def audit_problems(text) -> list[str]:
 def _audit_fixed(answer, truth):
     problems = audit_problems(answer["fixed_sip_conf"])
     return not problems, "; ".join(problems[:4]) or "no high finding left, the same accounts, TLS on"
+
+
+# -- exercise 7: the whole chain -----------------------------------------------------------------
+def readable_said(value) -> dict[str, set[str]]:
+    """The student's ``{segment: ["sip", "media"], …}``, each segment's items as a set."""
+    if not isinstance(value, dict):
+        raise TypeError("predict_readable should be a dict: {'lan': [...], 'internet': [...], 'carrier': [...]}")
+    said = {}
+    for segment in CHAIN_SEGMENTS:
+        items = value.get(segment, ())
+        items = [items] if isinstance(items, str) else list(items or ())
+        unknown = [i for i in items if str(i).lower() not in READABLE]
+        if unknown:
+            raise TypeError(f"{unknown[0]!r} under {segment!r}: the items are 'sip' and 'media'")
+        said[segment] = {str(i).lower() for i in items}
+    return said
+
+
+@check(NB, "predict-exposure", points=2, answers=("predict_readable",),
+       hint="which legs did notebooks 03–04 protect (TLS hides the SIP and its a=crypto keys, SRTP the audio), "
+            "and how does the trunk of notebook 05 carry its SIP and RTP?")
+def _predict_exposure(answer, truth):
+    measured = readable_by_segment(truth.session(CHAIN))
+    said = readable_said(answer["predict_readable"])
+    wrong = [s for s in CHAIN_SEGMENTS if said[s] != set(measured.get(s, []))]
+    return not wrong, ("what an observer reads on every segment" if not wrong
+                       else f"not what an observer reads on: {', '.join(wrong)}")

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 
 from labkit.errors import LabStateError
 
-# Modules both tracks load: RTP, the dialplan, bridging, G.711/G.722 and SRTP.
+# Modules both tracks load: RTP, the dialplan, bridging, G.711/G.722 and SRTP, and the
+# security framework's log channel (res_security_log: the ``security`` file fail2ban reads).
 _CORE_MODULES = (
     "res_rtp_asterisk", "res_srtp", "res_timing_timerfd", "pbx_config", "app_dial",
     "app_echo", "app_playback", "bridge_simple", "bridge_native_rtp", "codec_ulaw",
     "codec_alaw", "codec_g722", "format_wav", "format_pcm", "func_callerid", "func_channel",
+    "res_security_log",
 )
 # PJSIP is split into many modules; these are the ones a registrar + calls need
 # (res_pjsip_session and its SDP/RTP handling, digest auth, user/IP identification, NAT).

@@ -1,10 +1,13 @@
 """fail2ban beside Asterisk: the report's "next step", banning whoever fails to authenticate.
 
 fail2ban (Debian's package, in the tools image) runs in the PBX's namespace and reads
-Asterisk's ``messages`` log (bound read-only), with Debian's own ``asterisk`` filter: chan_sip's
-``Registration from … failed for '<address>' - Wrong password`` and PJSIP's ``Request
-'REGISTER' from … failed for '<address>' … - Failed to authenticate`` (and the other
-patterns of /etc/fail2ban/filter.d/asterisk.conf).  After ``maxretry`` failures within
+Asterisk's security log (bound read-only): the ``security`` channel of logger.conf, where
+res_security_log writes one line per event of Asterisk's security framework, the same on both
+SIP stacks — ``SecurityEvent="InvalidPassword"`` (chan_sip) or ``"ChallengeResponseFailed"``
+(PJSIP) for a wrong password, ``"InvalidAccountID"`` for a user that does not exist — each with
+``RemoteAddress="IPV4/UDP/<address>/<port>"``.  Debian's own ``asterisk`` filter
+(/etc/fail2ban/filter.d/asterisk.conf) matches those, as it matches the free-text lines of the
+``messages`` log; reading only the security log counts each failure once.  After ``maxretry`` failures within
 ``findtime`` seconds the address is banned for ``bantime`` seconds with Debian's
 ``nftables-allports`` action: a set of addresses in its own nftables table of the PBX's
 namespace, dropped before anything else.  The polling backend reads the log once a second
@@ -45,7 +48,8 @@ def render_jail(settings: Fail2banSpec, ports: list[int]) -> str:
         f"[{JAIL}]",
         "enabled = true",
         "filter = asterisk",
-        "logpath = /var/log/asterisk/messages",
+        "# Asterisk's security log (logger.conf: security => security; res_security_log).",
+        "logpath = /var/log/asterisk/security",
         f"port = {','.join(str(p) for p in ports)}",
         f"maxretry = {settings.maxretry}",
         f"findtime = {settings.findtime}",
@@ -144,7 +148,8 @@ class Fail2ban(Service):
                 return time.monotonic() - start
             time.sleep(0.2)
         raise DaemonError(f"{address} was not banned within {timeout:g} s.",
-                          hint=f"fail2ban's log: {self.log_path}; Asterisk's: {self.asterisk_log_dir / 'messages'}")
+                          hint=f"fail2ban's log: {self.log_path}; "
+                               f"Asterisk's security log: {self.asterisk_log_dir / 'security'}")
 
     def unban(self, address: str) -> None:
         self.client("set", JAIL, "unbanip", address)

@@ -9,6 +9,8 @@ lab's own addresses).  One lab per track for the module, switched between varian
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from labkit import analysis, tracks
@@ -120,6 +122,16 @@ def test_the_firewall_hides_the_pbx_from_the_scanner_and_lets_the_phones_call(sh
     assert "labkit_firewall" not in lab.host("vps").run(["nft", "list", "tables"]).stdout
 
 
+def _security_events(lab, address: str) -> dict[str, int]:
+    """How many events of each kind Asterisk's security log holds for ``address``."""
+    counts: dict[str, int] = {}
+    for line in (lab.pbx.log_dir / "security").read_text().splitlines():
+        found = re.search(r'SecurityEvent="(\w+)".*RemoteAddress="IPV4/\w+/([\d.]+)/', line)
+        if found and found.group(2) == address:
+            counts[found.group(1)] = counts.get(found.group(1), 0) + 1
+    return counts
+
+
 @pytest.mark.parametrize("track", ["modern", "legacy"])
 def test_fail2ban_bans_a_password_guesser_and_not_the_phones(make_lab, track):
     lab = make_lab("exposed-pbx", track=track, up=False, overrides=load_spec("exposed-pbx").variant("fail2ban"))
@@ -139,6 +151,9 @@ def test_fail2ban_bans_a_password_guesser_and_not_the_phones(make_lab, track):
     assert 10 <= len(answered) < len(guesses), len(answered)
     assert answered.time.max() - sent.time.min() < 5
     assert len(sent) > len(answered)                  # the rest met the ban's drop
+    # What fail2ban counted: the security framework's events for the attacker (res_security_log).
+    events = _security_events(lab, ATTACKER)
+    assert events.get("InvalidPassword" if lab.track is tracks.LEGACY else "ChallengeResponseFailed", 0) >= 5, events
     lab.fail2ban.unban(ATTACKER)
     assert lab.fail2ban.banned() == []
 
@@ -153,6 +168,9 @@ def test_fail2ban_bans_an_enumeration_before_it_reaches_the_extensions(make_lab,
     sent = sip[(sip.src == ATTACKER) & (sip.method == "REGISTER")]
     answered = sip[(sip.dst == ATTACKER) & sip.status_code.notna()]
     failures = lab.pbx.log(400).count("failed for '203.0.113.66")
+    events = _security_events(lab, ATTACKER)
+    print({"sent": len(sent), "answered": len(answered), "events": events,
+           "first request to last answer": round(float(answered.time.max() - sent.time.min()), 2)})
     if lab.track is tracks.LEGACY:
         # Each missing user is a 404 and a logged failure: banned after a few dozen, in well under
         # a second of the scan and 200 extensions before 6000 — svwar learns nothing.
@@ -161,11 +179,11 @@ def test_fail2ban_bans_an_enumeration_before_it_reaches_the_extensions(make_lab,
         assert set(answered.status_code.astype(int)) == {404}
         assert 5 <= len(answered) < 200 and len(sent) > len(answered), (len(sent), len(answered))
         assert answered.time.max() - sent.time.min() < 3
-        assert failures >= 5
+        assert failures >= 5 and events.get("InvalidAccountID", 0) >= 5, events
     else:
         # PJSIP challenges a missing user like a real one: svwar stops after its sanity check,
         # two logged failures, under fail2ban's maxretry — nothing learnt, nothing to ban.
         assert scan.refused_to_enumerate and scan.found == [], scan.output
         assert len(sent) <= 3 and set(answered.status_code.astype(int)) == {401}
-        assert failures == len(sent)
+        assert failures == len(sent) and events.get("InvalidAccountID", 0) == len(sent), events
         assert lab.fail2ban.banned() == []

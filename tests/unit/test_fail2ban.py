@@ -10,7 +10,7 @@ from labkit.spec.model import Fail2ban
 def test_the_jail_says_what_the_lab_file_says():
     text = render_jail(Fail2ban(maxretry=3, findtime=30, bantime=120), [5060, 5061])
     lines = text.splitlines()
-    for line in ("[asterisk]", "enabled = true", "filter = asterisk", "logpath = /var/log/asterisk/messages",
+    for line in ("[asterisk]", "enabled = true", "filter = asterisk", "logpath = /var/log/asterisk/security",
                  "port = 5060,5061", "maxretry = 3", "findtime = 30", "bantime = 120",
                  "banaction = nftables-allports", "backend = polling"):
         assert line in lines, line

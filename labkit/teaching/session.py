@@ -43,6 +43,7 @@ from labkit.analysis import plots
 from labkit.errors import CaptureError, LabStateError
 from labkit.spec import load_spec, merge_overrides, stanza
 from labkit.spec.load import YamlTextError, yaml_text
+from labkit.teaching import nat as nat_teaching
 from labkit.teaching.dialplan import DialplanSession
 from labkit.teaching.display import Text, TlsProbeView, WideTable, listen, show_figures_inline, tls_lines
 from labkit.teaching.hardening import HardeningSession
@@ -401,9 +402,7 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
     @property
     def box(self):
         """The lab's ISP box (live only; replay shows what it recorded)."""
-        name = next((h.name for h in self.spec.hosts if h.nat is not None), None)
-        if name is None:
-            raise LabStateError(f"Lab {self.lab_name} has no NAT box.")
+        name = self.box_name
         if self.lab is None:
             raise LabStateError("In replay mode there is no box to change; its rules were recorded.")
         return self.lab.host(name)
@@ -412,14 +411,33 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
         """The box's nftables rules in force."""
         return Text(self._ask("box-rules", lambda: self.box.rules()))
 
-    def forward_ports(self, to_host: str | None = None) -> Text:
-        """The report's fix A: forward 5060/udp, 10000-20000/udp, 5061/tcp to the PBX."""
-        target = self.address(to_host or self.spec.pbx.host)
+    def forward_ports(self, forwards: str | None = None, *, to_host: str | None = None) -> Text:
+        """The report's fix A on the box, returning its rules: ``forwards`` — your rules as the
+        lab file's YAML list (``- {proto: udp, ports: 5060, to: ADDRESS}``), read as data and
+        checked by the lab model — or, without it, the report's port table (5060/udp,
+        10000-20000/udp, 5061/tcp) to the PBX.  In replay, only the forwards put in force when
+        the notebook was recorded have an answer."""
+        if forwards is None:
+            target = self.address(to_host or self.spec.pbx.host)
 
-        def forward():
-            self.box.forward_walkthrough_ports(target)
+            def forward():
+                self.box.forward_walkthrough_ports(target)
+                return self.box.rules()
+            return Text(self._ask("forward-ports", forward, to=target))
+        rules = nat_teaching.forward_rules(forwards)
+        nat_teaching.forward_overrides(forwards, self.lab_name, self.box_name)  # the lab model's checks
+
+        def put_in_force():
+            self.box.set_forwards(rules)
             return self.box.rules()
-        return Text(self._ask("forward-ports", forward, to=target))
+        return Text(self._ask("forward-ports", put_in_force, forwards=rules))
+
+    @property
+    def box_name(self) -> str:
+        name = next((h.name for h in self.spec.hosts if h.nat is not None), None)
+        if name is None:
+            raise LabStateError(f"Lab {self.lab_name} has no NAT box.")
+        return name
 
     def sip_alg(self, enabled: bool) -> Text:
         """Switch the box's SIP ALG (the kernel's SIP helper) on or off; returns the rules."""
@@ -427,6 +445,19 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
             self.box.set_sip_alg(enabled)
             return self.box.rules()
         return Text(self._ask("sip-alg", switch, enabled=enabled))
+
+    def configure_nat(self, sip_conf: str | None = None, pjsip_conf: str | None = None) -> Text:
+        """The report's fix B, as you write it: the NAT lines of ``sip.conf`` (``[general]``:
+        externip, localnet, nat) and of ``pjsip.conf`` (the transport: external_media_address,
+        external_signaling_address, local_net); the track's own file is read as data into the
+        lab's NAT settings, rendered and Asterisk restarted.  Returns the NAT lines the PBX's
+        configuration now has."""
+        config = tracks.get(self.track).sip_config
+        text = sip_conf if config == "sip.conf" else pjsip_conf
+        if text is None:
+            raise LabStateError(f"This track's Asterisk reads {config}: give its lines "
+                                f"({'sip_conf' if config == 'sip.conf' else 'pjsip_conf'}=…).")
+        return Text(nat_teaching.nat_lines(str(self.configure_pbx(**nat_teaching.nat_settings(text, config)))))
 
     def configure_pbx(self, **nat: Any) -> Text:
         """Change the PBX's NAT settings (restarts Asterisk); returns its SIP configuration."""

@@ -19,6 +19,8 @@ import re
 
 import pytest
 
+from labkit import tracks
+
 from . import nbtools
 from .nbtools import (
     DATA,
@@ -90,7 +92,8 @@ def test_replay_legacy_runs():
     assert "nat = force_rport,comedia" in text
     assert "external_media_address" not in text
     assert "✗" not in text, "a check cell failed"
-    assert [r for r in check_results(nb) if not r[1]] == []
+    # The configure exercises' probes need a live lab: in replay they say so and count nothing.
+    assert [r for r in check_results(nb) if not r[1] and "checked on a live lab" not in r[2]] == []
 
 
 # -- (3) live, both tracks -------------------------------------------------------------------------
@@ -143,8 +146,9 @@ def test_structure():
 
 
 def test_code_is_track_neutral():
-    """Track-specific names live in the markdown mapping tables, not in code cells."""
-    code = "\n".join(c.source for c in code_cells(read()))
+    """Track-specific names live in the markdown mapping tables and in the solution of the NAT-lines
+    exercise (which asks for both files), not in the code cells that run the lab."""
+    code = "\n".join(c.source for c in code_cells(read()) if "### BEGIN SOLUTION" not in c.source)
     for word in ("externip", "localnet", "external_media_address", "sip.conf", "pjsip.conf", "comedia"):
         assert word not in code, word
 
@@ -180,6 +184,15 @@ def test_recordings_present():
 
 
 # -- the checks judge the lab and the answers: right answers pass, wrong ones fail ----------------
+PROBED = {"fix-a-forwards", "fix-b-nat-lines"}
+FORWARDS = """
+- {proto: udp, ports: 5060, to: 192.168.0.10}
+- {proto: udp, ports: [10000, 20000], to: 192.168.0.10}
+- {proto: tcp, ports: 5061, to: 192.168.0.10}
+"""
+NAT_SIP = "[general]\nexternip = 203.0.113.1\nlocalnet = 192.168.0.0/255.255.255.0\n"
+NAT_PJSIP = ("[transport-udp]\nexternal_media_address = 203.0.113.1\nexternal_signaling_address = 203.0.113.1\n"
+             "local_net = 192.168.0.0/24\n")
 RECORDINGS = ["02-no-forward", "02-forward", "02-external", "02-ddns", "02-vps", "02-vps-symmetric",
               "02-vps-alg", "02-vps-direct"]
 
@@ -202,7 +215,7 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     sym_wan = sym.table("sip", "internet")
     right = {"unanswered_registers": int(((wan.method == "REGISTER") & (wan.src == bob)).sum()),
              "leaked_sdp_addr": "192.168.0.10", "deaf_phone": "alice",
-             "both_heard": True, "private_sdp_out": 0,
+             "my_forwards": FORWARDS, "nat_sip": NAT_SIP, "nat_pjsip": NAT_PJSIP, "private_sdp_out": 0,
              "registered_to": "203.0.113.2", "ddns_both_heard": True,
              "sym_both_heard": True,
              "private_left_box": int(sym_wan[sym_wan.src == "198.51.100.1"].sdp_c_addr.fillna("")
@@ -210,21 +223,41 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
              "alg_sdp_addr": "198.51.100.1", "alg_both_heard": True,
              "alg_media_dst": "198.51.100.1", "lan_direct_both_heard": True}
     wrong = {"unanswered_registers": 0, "leaked_sdp_addr": "203.0.113.1", "deaf_phone": "bob",
-             "both_heard": False, "private_sdp_out": 2, "registered_to": "203.0.113.1",
+             "my_forwards": "- {proto: udp, ports: 5060, to: 203.0.113.1}",
+             "nat_sip": "[general]\nexternip = 192.168.0.10\nlocalnet = 192.168.0.1/24\n",
+             "nat_pjsip": "[transport-udp]\nexternal_media_address = 203.0.113.1\n#include evil.conf\n",
+             "private_sdp_out": 2, "registered_to": "203.0.113.1",
              "ddns_both_heard": "yes", "sym_both_heard": False, "private_left_box": 0,
              "alg_sdp_addr": "192.168.0.12", "alg_both_heard": False,
              "alg_media_dst": "198.51.100.10", "lan_direct_both_heard": False}
-    assert [r.id for r in checks.evaluate(NAME, right, track=track) if not r.passed] == []
+    results = checks.evaluate(NAME, right, track=track)
+    # Probes measure a live lab (the notebook's live test runs them); here they are not run.
+    assert {r.id for r in results if r.not_run} <= PROBED
+    assert [r.id for r in results if not r.passed and not r.not_run] == []
     assert [r.id for r in checks.evaluate(NAME, wrong, track=track) if r.passed] == []
+    # The probes' texts are read as data before any lab: the right ones pass, the wrong ones are
+    # refused with the reason.
+    from labkit.errors import LabkitError
+    from labkit.grading import probes
+    config = tracks.get(track).sip_config
+    for id, variable, why in (("fix-a-forwards", "my_forwards", "not on the box's LAN"),
+                              ("fix-b-nat-lines", "nat_sip" if config == "sip.conf" else "nat_pjsip",
+                               "not a network" if config == "sip.conf" else "directives")):
+        probe = checks.find(NAME, id).probe
+        assert probes.validate(probe, right[variable], track)
+        with pytest.raises(LabkitError, match=re.escape(why)):
+            probes.validate(probe, wrong[variable], track)
     # a missing variable is a readable failure, not a crash
     missing = checks.evaluate(NAME, {"session": session}, track=track)
-    assert not any(r.passed for r in missing) and "is not defined" in missing[0].message
+    assert not any(r.passed for r in missing)
+    assert "is not defined" in next(r for r in missing if not r.not_run).message
     # a lab that was not fixed fails the fix's check, whatever the answer: the one-way call of
     # fix A handed in as fix B's recording
     unfixed = nbtools.recordings_folder(tmp_path / "unfixed", track, RECORDINGS, {"02-external": "02-forward"})
-    failed = {r.id: r.message for r in checks.evaluate(NAME, right, track=track, data=unfixed) if not r.passed}
-    assert set(failed) == {"fix-b-two-way", "fix-b-no-private-sdp"}
-    assert "did not hear" in failed["fix-b-two-way"]
+    failed = {r.id: r.message for r in checks.evaluate(NAME, right, track=track, data=unfixed)
+              if not r.passed and not r.not_run}
+    assert set(failed) == {"fix-b-no-private-sdp"}
+    assert "still announce a private address" in failed["fix-b-no-private-sdp"]
     # the ALG lab (media anchored, two-way) handed in as the direct-media one: its streams went to
     # Asterisk, and its only conversation was heard
     swapped = nbtools.recordings_folder(tmp_path / "swapped", track, RECORDINGS, {"02-vps-direct": "02-vps-alg"})
@@ -232,7 +265,7 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     assert "alg-direct-media-lost" in failed
     # a session object in the student's namespace is never read: fix A's handed in as fix_b
     # changes nothing (the truth is the recording the check opens)
-    assert checks.run(NAME, "fix-b-two-way", {**right, "fix_b": session}).passed
+    assert checks.run(NAME, "fix-b-no-private-sdp", {**right, "fix_b": session}).passed
 
 
 # -- the student version: solutions removed, the notebook still goes to the end ------------------

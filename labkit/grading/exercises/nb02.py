@@ -9,11 +9,20 @@ ALG on, then off with symmetric handling: ``direct``).  Every truth is read from
 captures (the Internet side of the box) or from the conversations they measured (what each
 phone heard), opened by the checking code (``truth.session``); a check also fails when the
 lab does not show the fixed behaviour, whatever the answer.
+
+Two fixes are the student's own text, judged by *configure* probes on a fresh ``home-pbx`` lab
+built from it (read as data by :mod:`labkit.teaching.nat`): the box's forwards (``my_forwards``:
+Bob registers through the box, the RTP range reaches the PBX) and Asterisk's NAT lines
+(``nat_sip`` / ``nat_pjsip``, on top of the report's forwards: a call Bob → Alice is two-way and
+no private address leaves the box in SIP or SDP).
 """
 from __future__ import annotations
 
 from labkit.addresses import is_rfc1918
-from labkit.grading.checks import check, recording
+from labkit.errors import LabkitError
+from labkit.grading import probes
+from labkit.grading.checks import check, configure, recording
+from labkit.teaching.nat import HOME_LAB, forward_overrides, nat_overrides
 
 NB = "02-nat"
 HOME, VPS = ("lan", "internet"), ("lan", "internet")
@@ -129,7 +138,95 @@ def _two_way(answer, truth, session_name: str, variable: str, conversation: int 
     return said is True, f"you said {said}"
 
 
+# -- configure probes: the student's forwards and NAT lines ---------------------------------------
+PROBE_TIMEOUT = 90
+
+
+def apply_forwards(text: str, track) -> dict:
+    try:
+        return forward_overrides(text)
+    except LabkitError as exc:
+        raise probes.Refused(exc.message) from None
+
+
+def apply_nat(text: str, track) -> dict:
+    try:
+        return nat_overrides(text, track.sip_config)
+    except LabkitError as exc:
+        raise probes.Refused(exc.message) from None
+
+
+def bob_registers_through_the_box(lab):
+    """Bob (on the Internet) registers to the box's public address; the box's forwards in force
+    lead SIP and the RTP range to the PBX."""
+    pbx = str(lab.spec.address_of(lab.spec.pbx.host))
+    if not lab.phone("bob").register_again():
+        return False, "Bob's REGISTER to the box's public address got no answer: no forward of 5060/udp to the PBX"
+    if "6001" not in lab.pbx.registered():
+        return False, "Asterisk has no registration for Bob"
+    forwards = lab.host("box").nat.forwards
+    rtp = [f for f in forwards if f.proto == "udp" and str(f.to) == pbx and f.range[0] <= 10000 and f.range[1] >= 20000]
+    if not rtp:
+        return False, "Bob registered, but no forward leads the RTP range (udp 10000-20000) to the PBX: no audio in"
+    return True, "Bob registered through the box; SIP and the RTP range lead to the PBX"
+
+
+def two_way_without_private_sdp(lab):
+    """A call Bob → Alice through the box: both hear the other, and nothing that left the box
+    towards Bob announced a private address."""
+    from labkit import analysis
+    from labkit.lab.conversation import talk
+    lab.phone("bob").register_again()
+    with lab.capture("internet", name="probe-nat") as capture:
+        conversation = talk(lab, "bob", "6000", seconds=2)
+    if not conversation.two_way:
+        return False, f"the call was not two-way: {conversation.summary()}"
+    sip = analysis.sip_messages(capture.files["internet"])
+    leaked = sip[sip.sdp_c_addr.fillna("").map(is_rfc1918) | sip.contact.fillna("").str.contains("@192.168.")]
+    if len(leaked):
+        return False, f"{len(leaked)} SIP messages on the Internet side still name a private address"
+    return True, "two-way, and no private address left the box"
+
+
+def forwards_problems(text) -> list[str]:
+    """What the forwards text says wrong, read as data (no lab): the report's three rows, each
+    to the PBX's LAN address."""
+    try:
+        overrides = forward_overrides(text)
+    except LabkitError as exc:
+        return [exc.message]
+    from labkit.spec import load_spec
+    spec = load_spec(HOME_LAB, overrides)
+    pbx = str(spec.address_of(spec.pbx.host))
+    forwards = next(h for h in spec.hosts if h.nat is not None).nat.forwards
+    problems = []
+    rows = (("udp", 5060, 5060, "SIP (udp 5060)"), ("udp", 10000, 20000, "RTP (udp 10000-20000)"),
+            ("tcp", 5061, 5061, "SIP over TLS (tcp 5061)"))
+    for proto, low, high, what in rows:
+        rules = [f for f in forwards if f.proto == proto and f.range[0] <= low and f.range[1] >= high]
+        if not rules:
+            problems.append(f"no forward for {what}")
+        elif all(str(f.to) != pbx for f in rules):
+            problems.append(f"{what} goes to {rules[0].to}, not to the PBX")
+    return problems
+
+
 # -- checks ----------------------------------------------------------------------------------------
+@check(NB, "fix-a-forwards-valid", points=1, answers=("my_forwards",),
+       hint="the table's three rows: udp 5060, udp [10000, 20000], tcp 5061, each to: the PBX's LAN address")
+def _fix_a_forwards_valid(answer, truth):
+    problems = forwards_problems(answer["my_forwards"])
+    return not problems, "; ".join(problems[:3]) or "the report's three forwards, to the PBX"
+
+
+@configure(NB, "fix-a-forwards", answer="my_forwards", lab=HOME_LAB, apply=apply_forwards, points=2,
+           timeout=PROBE_TIMEOUT,
+           hint="one rule per row of the report's table: proto, the port or [first, last], "
+                "and to: the PBX's LAN address")
+def _fix_a_forwards(lab):
+    return bob_registers_through_the_box(lab)
+
+
 @check(NB, "no-forward-unanswered", points=1, answers=("unanswered_registers",),
        hint="keep the rows of wan whose method is REGISTER and whose src is session.address('bob'); count them")
 def _no_forward_unanswered(answer, truth):
@@ -161,10 +258,12 @@ def _fix_a_one_way(answer, truth):
     return said == deaf[0], f"you said {said}"
 
 
-@check(NB, "fix-b-two-way", points=1, answers=("both_heard",),
-       hint="after_b.heard_the_other holds one True/False per listener: are they all True?")
-def _fix_b_two_way(answer, truth):
-    return _two_way(answer, truth, FIX_B, "both_heard")
+@configure(NB, "fix-b-nat-lines", answer={"sip.conf": "nat_sip", "pjsip.conf": "nat_pjsip"}, lab=HOME_LAB,
+           apply=apply_nat, points=3, timeout=PROBE_TIMEOUT,
+           hint="the address the Internet reaches the box at (its public address) as externip / "
+                "external_*_address, and the home network as localnet / local_net")
+def _fix_b_nat_lines(lab):
+    return two_way_without_private_sdp(lab)
 
 
 @check(NB, "fix-b-no-private-sdp", points=1, answers=("private_sdp_out",),

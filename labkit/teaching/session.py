@@ -43,10 +43,10 @@ from labkit.analysis import plots
 from labkit.errors import CaptureError, LabStateError
 from labkit.spec import load_spec, merge_overrides, stanza
 from labkit.spec.load import YamlTextError, yaml_text
-from labkit.teaching import nat as nat_teaching
 from labkit.teaching.dialplan import DialplanSession
 from labkit.teaching.display import Text, TlsProbeView, WideTable, listen, show_figures_inline, tls_lines
 from labkit.teaching.hardening import HardeningSession
+from labkit.teaching.nat import forward_overrides, forward_rules, nat_lines, nat_settings
 from labkit.teaching.recorder import Recorder
 from labkit.teaching.trunk import TrunkSession
 
@@ -248,6 +248,13 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
                                 hint="tls-office logs them (pbx.tls.keylog: true); re-record the notebook")
         return self._keyed[place]
 
+    def _has_tls_keys(self, place: str) -> bool:
+        try:
+            self.pcap_with_keys(place)
+        except LabStateError:
+            return False
+        return True
+
     def _recorded_keyed(self, place: str) -> Path:
         plain = self._recorded_pcap(place)
         return plain.with_name(plain.stem + "-with-keys.pcapng")
@@ -359,6 +366,8 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
             sip = sip[sip.call_id.isin(self.table("calls", place, decrypt=decrypt).call_id)]
         if since is not None:
             sip = sip[sip.time >= self.marks()[since]]
+        # The ICMP errors of the same capture, drawn between the messages they answered.
+        kwargs.setdefault("icmp", analysis.icmp_unreachable(self._decryptable(place or self.places[0], decrypt)[0]))
         return plots.ladder(sip, names=self.names, **kwargs)
 
     def timeline(self, place: str | None = None, **kwargs):
@@ -424,8 +433,8 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
                 self.box.forward_walkthrough_ports(target)
                 return self.box.rules()
             return Text(self._ask("forward-ports", forward, to=target))
-        rules = nat_teaching.forward_rules(forwards)
-        nat_teaching.forward_overrides(forwards, self.lab_name, self.box_name)  # the lab model's checks
+        rules = forward_rules(forwards)
+        forward_overrides(forwards, self.lab_name, self.box_name)  # the lab model's checks
 
         def put_in_force():
             self.box.set_forwards(rules)
@@ -457,7 +466,7 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
         if text is None:
             raise LabStateError(f"This track's Asterisk reads {config}: give its lines "
                                 f"({'sip_conf' if config == 'sip.conf' else 'pjsip_conf'}=…).")
-        return Text(nat_teaching.nat_lines(str(self.configure_pbx(**nat_teaching.nat_settings(text, config)))))
+        return Text(nat_lines(str(self.configure_pbx(**nat_settings(text, config)))))
 
     def configure_pbx(self, **nat: Any) -> Text:
         """Change the PBX's NAT settings (restarts Asterisk); returns its SIP configuration."""
@@ -656,7 +665,9 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
                 index: int = 0, place: str | None = None, decrypt: str | None = "keylog") -> Text:
         """The raw text of one SIP message as it crossed the wire (decrypted): the
         ``index``-th (from 0) request ``what`` ("REGISTER") or response ``what`` (401) sent by
-        host ``src`` and/or to host ``dst``."""
+        host ``src`` and/or to host ``dst``.  A lab without TLS keys is read as captured."""
+        if decrypt == "keylog" and not self._has_tls_keys(place or self.places[0]):
+            decrypt = None
         sip = self.table("sip", place, decrypt=decrypt)
         if isinstance(what, int) or str(what).isdigit():
             rows = sip[sip.status_code == int(what)]

@@ -78,6 +78,7 @@ def test_stored_outputs_show_the_measurements():
     assert "external_media_address = 203.0.113.1" in text      # fix B
     assert "external_media_address = voip.home.example" in text
     assert 'udp dport 5060 ct helper set "sip"' in text        # the ALG: UDP 5060 only
+    assert "received=198.51.100.1" in text and "rport=" in text  # RFC 3581 in a raw response Via
     assert "✗" not in text
 
 
@@ -184,6 +185,15 @@ def test_recordings_present():
 
 
 # -- the checks judge the lab and the answers: right answers pass, wrong ones fail ----------------
+def nb02_rport(track) -> int:
+    """The rport= of the Via in Asterisk's 200 OK to Bob's REGISTER, read from the raw text."""
+    from labkit.teaching.session import Session
+    sym = Session.start("02-vps-symmetric", "vps-pbx", track=track, mode="replay", capture=("lan", "internet"))
+    answers = [str(sym.message(200, src="vps", place="internet", index=i)) for i in range(4)]
+    answer = next(a for a in answers if "<sip:6001@" in a.split("\nTo:")[1].split("\n")[0])
+    return int(re.search(r";rport=(\d+)", answer).group(1))
+
+
 PROBED = {"fix-a-forwards", "fix-b-nat-lines"}
 FORWARDS = """
 - {proto: udp, ports: 5060, to: 192.168.0.10}
@@ -217,7 +227,7 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
              "leaked_sdp_addr": "192.168.0.10", "deaf_phone": "alice",
              "my_forwards": FORWARDS, "nat_sip": NAT_SIP, "nat_pjsip": NAT_PJSIP, "private_sdp_out": 0,
              "registered_to": "203.0.113.2", "ddns_both_heard": True,
-             "sym_both_heard": True,
+             "bob_rport": nb02_rport(track),
              "private_left_box": int(sym_wan[sym_wan.src == "198.51.100.1"].sdp_c_addr.fillna("")
                                      .str.startswith("192.168.").sum()),
              "alg_sdp_addr": "198.51.100.1", "alg_both_heard": True,
@@ -227,7 +237,7 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
              "nat_sip": "[general]\nexternip = 192.168.0.10\nlocalnet = 192.168.0.1/24\n",
              "nat_pjsip": "[transport-udp]\nexternal_media_address = 203.0.113.1\n#include evil.conf\n",
              "private_sdp_out": 2, "registered_to": "203.0.113.1",
-             "ddns_both_heard": "yes", "sym_both_heard": False, "private_left_box": 0,
+             "ddns_both_heard": "yes", "bob_rport": 5060, "private_left_box": 0,
              "alg_sdp_addr": "192.168.0.12", "alg_both_heard": False,
              "alg_media_dst": "198.51.100.10", "lan_direct_both_heard": False}
     results = checks.evaluate(NAME, right, track=track)

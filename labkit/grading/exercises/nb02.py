@@ -90,6 +90,19 @@ def last_register_ok_from(session) -> str:
     return str(ok.src.iloc[-1])
 
 
+def register_answer_port(session, user: str) -> int:
+    """The port Asterisk answered ``user``'s first REGISTER to, on the Internet side: the port the
+    box chose for that phone, which Asterisk learnt from the packet's source and wrote back as
+    ``rport=`` in the response's Via (RFC 3581 §4)."""
+    sip = wan(session)
+    pbx = session.address(session.spec.pbx.host)
+    ok = sip[(sip.src == pbx) & (sip.dst == public_address(session)) & (sip.status_code == 200)
+             & (sip.cseq_method == "REGISTER") & sip.to_uri.astype(str).str.contains(f"sip:{user}@", regex=False)]
+    if ok.empty:
+        raise AssertionError(f"the recording holds no 200 OK to {user}'s REGISTER on the Internet side")
+    return int(ok.sort_values("frame").dport.iloc[0])
+
+
 def ddns_address(session) -> str:
     return session.recorder.results("ddns-update")[0]
 
@@ -294,10 +307,17 @@ def _ddns_two_way(answer, truth):
     return _two_way(answer, truth, DDNS, "ddns_both_heard")
 
 
-@check(NB, "symmetric-two-way", points=1, answers=("sym_both_heard",),
-       hint="after_sym.heard_the_other: are both True?")
-def _symmetric_two_way(answer, truth):
-    return _two_way(answer, truth, SYM, "sym_both_heard")
+@check(NB, "symmetric-rport", points=2, answers=("bob_rport",),
+       hint="sym.message(200, src='vps', place='internet', index=N): the answer whose To is sip:6001@…; "
+            "its Via's rport= parameter")
+def _symmetric_rport(answer, truth):
+    session = truth.session(SYM)
+    deaf = [p for p, ok in heard(session).items() if not ok]
+    if deaf:
+        return False, f"in your lab {' and '.join(deaf)} did not hear the other: symmetric handling is not in place"
+    expected = register_answer_port(session, "6001")
+    said = _int(answer["bob_rport"])
+    return said == expected, f"you said {said}"
 
 
 @check(NB, "symmetric-still-private", points=1, answers=("private_left_box",),

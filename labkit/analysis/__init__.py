@@ -29,6 +29,7 @@ from labkit.analysis.audio import correlate, decode_stream, read_wav, to_wav
 from labkit.analysis.callerid import caller_ids
 from labkit.analysis.calls import calls
 from labkit.analysis.exposure import exposure, exposure_by_segment
+from labkit.analysis.icmp import icmp_unreachable
 from labkit.analysis.inspect import packet
 from labkit.analysis.quality import explain as explain_mos
 from labkit.analysis.replay import ReplayReport, replay
@@ -46,4 +47,4 @@ replay.main = _replay_main
 
 __all__ = ["sip_messages", "caller_ids", "calls", "rtp_packets", "rtp_streams", "tls_sessions", "srtp_streams",
            "srtp_decrypt", "sdes_keys", "packet", "replay", "ReplayReport", "decode_stream", "to_wav", "read_wav",
-           "correlate", "explain_mos", "exposure", "exposure_by_segment"]
+           "correlate", "explain_mos", "exposure", "exposure_by_segment", "icmp_unreachable"]

@@ -7,7 +7,7 @@ figure list, and Jupyter shows the returned figure exactly once.
 
 Ladders colour each response by class (401/407, the normal digest challenge, in amber apart
 from the red of other 4xx), say "re-INVITE" and dash retransmissions (:func:`message_flags`),
-and can show ICMP port-unreachable errors (:func:`icmp_unreachable`); a legend explains them.
+and can show ICMP port-unreachable errors (:func:`labkit.analysis.icmp_unreachable`); a legend explains them.
 RTP timelines are small multiples: a pair of panels (packets, jitter) per stream.
 """
 from __future__ import annotations
@@ -136,36 +136,6 @@ def _arrow_label(row) -> str:
     return text
 
 
-def icmp_unreachable(pcap, timeout: float = 300.0) -> pd.DataFrame:
-    """The ICMP/ICMPv6 "port unreachable" errors of a capture, for ``ladder(icmp=…)``.
-
-    Columns: ``frame``, ``time``, ``rel_time``, ``src`` (who sent the error), ``dst`` (who
-    gets it) and, from the datagram quoted inside the error, ``orig_dst`` and ``orig_dport``:
-    where the refused UDP datagram was going.  Read with tshark like the SIP table.
-    """
-    from labkit.analysis.tshark import AGG, fields_frame
-    fields = ["frame.number", "frame.time_epoch", "frame.time_relative", "ip.src", "ip.dst", "ipv6.src",
-              "ipv6.dst", "udp.dstport"]
-    raw, _ = fields_frame(pcap, fields, timeout=timeout, display_filter=(
-        "(icmp.type == 3 && icmp.code == 3) || (icmpv6.type == 1 && icmpv6.code == 4)"))
-    cols = ["frame", "time", "rel_time", "src", "dst", "orig_dst", "orig_dport"]
-    if raw.empty:
-        return pd.DataFrame(columns=cols)
-
-    def part(col: str, k: int) -> pd.Series:  # k = 0: the ICMP packet's own header, 1: the quoted one
-        return raw[col].map(lambda v: (v.split(AGG) + ["", ""])[k])
-
-    v6 = raw["ip.src"] == ""
-    out = pd.DataFrame({
-        "frame": pd.to_numeric(raw["frame.number"]), "time": pd.to_numeric(raw["frame.time_epoch"]),
-        "rel_time": pd.to_numeric(raw["frame.time_relative"]),
-        "src": part("ip.src", 0).where(~v6, part("ipv6.src", 0)),
-        "dst": part("ip.dst", 0).where(~v6, part("ipv6.dst", 0)),
-        "orig_dst": part("ip.dst", 1).where(~v6, part("ipv6.dst", 1)),
-        "orig_dport": pd.to_numeric(part("udp.dstport", 0), errors="coerce").astype("Int64")}, columns=cols)
-    return out.reset_index(drop=True)
-
-
 def _icmp_events(icmp: pd.DataFrame, sip_times: list[float], offset: float, truncated: bool) -> list:
     """ICMP errors grouped per gap between two SIP messages and per (src, dst) pair:
     [(position = number of SIP messages before it, row dict with count/ports/rel_time)].
@@ -224,7 +194,7 @@ def ladder(sip: pd.DataFrame, names: dict | None = None, ax=None, max_messages: 
     2xx green, 3xx purple, 401/407 amber (the digest challenge: normal, the client resends
     with credentials), other 4xx red, 5xx/6xx dark red.  An INVITE inside an existing dialog
     is labelled "re-INVITE"; a retransmission is dashed and says so (:func:`message_flags`).
-    ``icmp``: ICMP port-unreachable errors (:func:`icmp_unreachable`, or any table with
+    ``icmp``: ICMP port-unreachable errors (:func:`labkit.analysis.icmp_unreachable`, or any table with
     ``time``, ``src``, ``dst``) drawn as dotted arrows between the messages they came after.
     ``call_tags``: a ``[n]`` column naming each message's Call-ID (the list is under the
     diagram); by default shown when more than one Call-ID is drawn.

@@ -39,9 +39,9 @@ def test_ladder_truncates(sip_df):
 def test_timeline_and_call_media(rtp_df, streams_df, tmp_path):
     for kind in ("interarrival", "rate"):
         fig = plots.rtp_timeline(rtp_df, streams_df, kind=kind)
-        assert len(fig.axes) == 2
+        assert len(fig.axes) == 2 * len(streams_df)  # small multiples: packets and jitter per stream
         assert plots.save(fig, tmp_path / f"timeline-{kind}")
-    lost = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("lost")]
+    lost = [line for ax in fig.axes for line in ax.get_lines() if line.get_label().startswith("lost")]
     assert lost and len(lost[0].get_xdata()) == 3  # the three dropped packets are marked
     fig = plots.call_media(rtp_df, streams_df, synth.CALL_ID)
     assert len(fig.axes) == 4

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.text import Annotation  # noqa: E402
 
+from labkit import analysis
 from labkit.analysis import plots  # noqa: E402
 
 CAPTURES = Path(__file__).resolve().parents[2] / "data" / "captures"
@@ -243,7 +244,7 @@ def test_icmp_port_unreachable_drawn_between_the_messages_as_its_own_arrow():
 
 @needs_tshark
 def test_icmp_reader_on_a_direct_media_capture_through_nat():
-    icmp = plots.icmp_unreachable(CAPTURES / "02-vps-direct-modern.pcap")
+    icmp = analysis.icmp_unreachable(CAPTURES / "02-vps-direct-modern.pcap")
     assert len(icmp) >= 10 and list(icmp.columns) == ["frame", "time", "rel_time", "src", "dst", "orig_dst",
                                                      "orig_dport"]
     assert icmp["orig_dport"].notna().all() and (icmp["src"] != icmp["dst"]).all()
@@ -251,7 +252,7 @@ def test_icmp_reader_on_a_direct_media_capture_through_nat():
     sip = sip_messages(CAPTURES / "02-vps-direct-modern.pcap")
     fig = plots.ladder(sip, icmp=icmp, max_messages=len(sip))
     assert any(k.startswith("icmp-") for k in arrows(fig))
-    assert plots.icmp_unreachable(CAPTURES / "05-mistakes-modern.pcap").empty
+    assert analysis.icmp_unreachable(CAPTURES / "05-mistakes-modern.pcap").empty
 
 
 def test_call_id_tags_only_when_several_dialogs_are_drawn():

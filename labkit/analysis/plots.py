@@ -343,19 +343,21 @@ def _plot_stream(ax_top, ax_jit, pkts: pd.DataFrame, jit: pd.Series, label: str,
                     va="center", fontsize=9, color="#777777")
     if len(t) == 0:
         return
+    # The data lines are drawn without antialiasing: a few hundred jagged points per stream
+    # antialiased make a PNG twice as large (a notebook stores every figure it shows).
     if kind == "rate":
         # bins centred on the nominal packet instants so steady pacing gives a flat line
         edges = np.arange(t.min() - bin_s / 2, t.max() + bin_s, bin_s)
         counts, _ = np.histogram(t, edges)
-        ax_top.step(edges[:-1], counts, where="post", color=color, lw=0.9, label=label)
+        ax_top.step(edges[:-1], counts, where="post", color=color, lw=0.9, label=label, antialiased=False)
         y_lost = 0.0
     else:
-        ax_top.plot(t[1:], np.diff(t) * 1000.0, ".-", color=color, lw=0.6, ms=2.5, label=label)
+        ax_top.plot(t[1:], np.diff(t) * 1000.0, ".-", color=color, lw=0.6, ms=2.5, label=label, antialiased=False)
         y_lost = 0.0
     if lost_times is not None and len(lost_times):
         ax_top.plot(lost_times, np.full(len(lost_times), y_lost), "x", color="#cc0000", ms=7, mew=1.8,
                     label=f"lost ({len(lost_times)})", zorder=5)
-    ax_jit.plot(t, jit.to_numpy(), color=color, lw=1.0, label=label)
+    ax_jit.plot(t, jit.to_numpy(), color=color, lw=1.0, label=label, antialiased=False)
 
 
 def _floor_jitter_axis(ax) -> None:

@@ -229,8 +229,10 @@ def test_code_is_track_neutral():
 def test_no_personal_data_from_the_report():
     text = PATH.read_text()
     assert nbtools.report_data_in(text) == []
+    # Images left out: base64 of a PNG can hold any four characters.
+    readable = re.sub(r'"image/png": "[^"]*"', '"image/png": ""', text)
     for forbidden in ("0033", "SessionTalk"):              # the report's operator and softphone
-        assert forbidden not in text, forbidden
+        assert forbidden not in readable, forbidden
 
 
 def test_execution_counts_and_metadata_clean():

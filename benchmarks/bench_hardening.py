@@ -36,7 +36,7 @@ import threading
 import time
 
 import numpy as np
-import psutil
+from cpu import cpu_seconds
 
 from labkit import analysis
 from labkit.lab import Lab
@@ -115,18 +115,6 @@ def _grown(pairs: int) -> dict:
     return {"hosts": hosts, "phones": phones, "pbx": {"endpoints": endpoints}}
 
 
-def _cpu_seconds(process: psutil.Process | None) -> float:
-    """User + system CPU seconds of ``process`` and its children (0 for those already gone)."""
-    total = 0.0
-    for proc in [process, *process.children(recursive=True)] if process else []:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def _longest_gap_ms(times: np.ndarray, start: float, end: float) -> float:
     """The longest pause in ``times`` over [start, end], the window's edges included."""
     inside = np.sort(times[(times >= start) & (times <= end)])
@@ -145,13 +133,13 @@ def measure_calls(track: str, pairs: int, guesses: int) -> dict:
         time.sleep(1.0)  # past the first packets (Strict RTP learning)
         asterisk = lab.pbx.payload()
         with lab.capture("internet", name="calls") as capture:
-            quiet_start, quiet_cpu = time.monotonic(), _cpu_seconds(asterisk)
+            quiet_start, quiet_cpu = time.monotonic(), cpu_seconds(asterisk)
             time.sleep(3.0)
-            quiet = (_cpu_seconds(asterisk) - quiet_cpu) / (time.monotonic() - quiet_start)
-            start, before = time.monotonic(), _cpu_seconds(asterisk)
+            quiet = (cpu_seconds(asterisk) - quiet_cpu) / (time.monotonic() - quiet_start)
+            start, before = time.monotonic(), cpu_seconds(asterisk)
             attack = lab.attack("attacker", "svcrack", extension=str(FIRST_EXTENSION), timeout=8,
                                 passwords=[f"guess{i:04d}" for i in range(guesses)])
-            during = (_cpu_seconds(asterisk) - before) / (time.monotonic() - start)
+            during = (cpu_seconds(asterisk) - before) / (time.monotonic() - start)
             banned = ATTACKER in lab.fail2ban.banned()
             time.sleep(1.0)  # RTP after the attack's last packet, then the calls' state
         callee_calls = [lab.phone(f"p{2 * i + 1}").last_call() for i in range(pairs)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import psutil
+from cpu import cpu_seconds
 
 from labkit.lab import Lab
 
@@ -38,17 +38,6 @@ def _overrides(pairs: int, encrypted: bool) -> dict:
             "pbx": {"endpoints": endpoints, "media": {"encryption": "sdes" if encrypted else "no"}}}
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
-    total = 0.0
-    for proc in [process, *process.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def measure(track: str, pairs: int, encrypted: bool, window: float) -> float:
     """Asterisk's CPU share (% of one core) while ``pairs`` calls carry audio."""
     lab = Lab.load("srtp-office", track=track, name="benchsrtp", overrides=_overrides(pairs, encrypted))
@@ -59,9 +48,9 @@ def measure(track: str, pairs: int, encrypted: bool, window: float) -> float:
             call.wait_established(20)
         time.sleep(1.0)  # past the first packets (Strict RTP learning, key set-up)
         asterisk = lab.pbx.payload()
-        before, start = _cpu_seconds(asterisk), time.monotonic()
+        before, start = cpu_seconds(asterisk), time.monotonic()
         time.sleep(window)
-        used, elapsed = _cpu_seconds(asterisk) - before, time.monotonic() - start
+        used, elapsed = cpu_seconds(asterisk) - before, time.monotonic() - start
         for call in calls:
             assert call.established, "a call ended during the measurement"
             call.hangup()

@@ -155,10 +155,17 @@ def validate(probe: Probe, text: Any, track: str, student: str | None = None) ->
                       f"{type(text).__name__ if text is not None else 'None'}")
     if not text.strip():
         raise Refused(f"`{probe.answer(track)}` is empty")
-    if "student" in inspect.signature(probe.apply).parameters:
-        overrides = probe.apply(text, tracks.get(track), student=student)
-    else:
-        overrides = probe.apply(text, tracks.get(track))
+    try:
+        if "student" in inspect.signature(probe.apply).parameters:
+            overrides = probe.apply(text, tracks.get(track), student=student)
+        else:
+            overrides = probe.apply(text, tracks.get(track))
+    except LabFileError:
+        raise
+    except LabkitError as exc:
+        # The kit's readers of student text (labkit.teaching.nat, .hardening …) say what is
+        # wrong with it in their own error: that is the refusal, whatever its class.
+        raise Refused(exc.message) from None
     if not isinstance(overrides, dict):
         raise TypeError(f"apply() gave {type(overrides).__name__}, not lab-file overrides (a dict)")
     load_spec(probe.lab, overrides)

@@ -72,7 +72,11 @@ def forward_rules(text: str) -> list[dict]:
 
 def forward_overrides(text: str, lab: str = HOME_LAB, box: str = BOX) -> dict:
     """Lab-file overrides giving ``box`` the forwards the text describes (checked by the lab model)."""
-    rules = forward_rules(text)
+    return box_forward_overrides(forward_rules(text), lab, box)
+
+
+def box_forward_overrides(rules: list[dict], lab: str = HOME_LAB, box: str = BOX) -> dict:
+    """Lab-file overrides giving ``box`` these forwards, checked by the lab model."""
     hosts = [h.model_dump(mode="json", exclude_none=True) for h in load_spec(lab).hosts]
     for host in hosts:
         if host["name"] == box:

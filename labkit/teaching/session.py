@@ -46,7 +46,7 @@ from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.dialplan import DialplanSession
 from labkit.teaching.display import Text, TlsProbeView, WideTable, listen, show_figures_inline, tls_lines
 from labkit.teaching.hardening import HardeningSession
-from labkit.teaching.nat import forward_overrides, forward_rules, nat_lines, nat_settings
+from labkit.teaching.nat import box_forward_overrides, forward_rules, nat_lines, nat_settings
 from labkit.teaching.recorder import Recorder
 from labkit.teaching.trunk import TrunkSession
 
@@ -279,7 +279,7 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
         return self.pcap_at()
 
     def table(self, kind: str, place: str | None = None, *, decrypt: str | None = None) -> pd.DataFrame:
-        """An analysis table (``sip``, ``calls``, ``rtp``, ``streams``, ``tls``) of one capture.
+        """An analysis table (``sip``, ``calls``, ``rtp``, ``streams``, ``tls``, ``icmp``) of one capture.
 
         ``decrypt``: None (the capture as it crossed the wire), ``"keylog"`` (the same capture
         with the TLS session keys the lab's programs logged embedded in it) or
@@ -304,8 +304,10 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
                                              sip=self.table("sip", place, decrypt=decrypt))
             elif kind == "tls":
                 value = self._tls_table(pcap, place, options.get("rsa_key"))
+            elif kind == "icmp":
+                value = analysis.icmp_unreachable(pcap)
             else:
-                raise LabStateError(f"No table {kind!r}.", hint="sip, calls, rtp, streams or tls")
+                raise LabStateError(f"No table {kind!r}.", hint="sip, calls, rtp, streams, tls or icmp")
             self._tables[key] = value
         return self._tables[key]
 
@@ -367,7 +369,7 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
         if since is not None:
             sip = sip[sip.time >= self.marks()[since]]
         # The ICMP errors of the same capture, drawn between the messages they answered.
-        kwargs.setdefault("icmp", analysis.icmp_unreachable(self._decryptable(place or self.places[0], decrypt)[0]))
+        kwargs.setdefault("icmp", self.table("icmp", place, decrypt=decrypt))
         return plots.ladder(sip, names=self.names, **kwargs)
 
     def timeline(self, place: str | None = None, **kwargs):
@@ -434,7 +436,7 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
                 return self.box.rules()
             return Text(self._ask("forward-ports", forward, to=target))
         rules = forward_rules(forwards)
-        forward_overrides(forwards, self.lab_name, self.box_name)  # the lab model's checks
+        box_forward_overrides(rules, self.lab_name, self.box_name)  # the lab model's checks
 
         def put_in_force():
             self.box.set_forwards(rules)

@@ -140,6 +140,9 @@ def test_secret_weakness_ranks():
     assert secret_weakness("Xy3-pq9Lm2")[0] == "medium"            # 10 characters
     assert secret_weakness("aaaaaaaaaaaaaaaa")[0] == "medium"       # no variety
     assert secret_weakness("Hq2_Wn7cYt5Pk4Md") is None
+    # a drawn token that happens to contain a word is as strong as its random rest
+    assert secret_weakness("Hq2_sipcYt5Pk4Md") is None
+    assert secret_weakness("Password2024!")[0] == "medium"
 
 
 def test_tls_version_cipher_and_disable_switches():

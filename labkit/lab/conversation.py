@@ -51,8 +51,14 @@ def talk(lab: Lab, caller: str, callee_extension: str, seconds: float = 3.0) -> 
     callee = next(p.name for p in lab.spec.phones if p.extension == callee_extension)
     phones = [lab.phone(caller), lab.phone(callee)]
     started = time.time()
-    call = phones[0].call(callee_extension)
     conversation = Conversation(caller, callee, established=False)
+    try:
+        call = phones[0].call(callee_extension)
+    except PhoneError as exc:
+        # baresip refuses to dial without an account that registered ("could not find UA"):
+        # a result of the lab (a broken forward), not an error of the kit.
+        conversation.error = f"{caller} could not place the call: {exc.message}. Is {caller} registered?"
+        return conversation
     try:
         call.wait_established(10)
         conversation.established = True
@@ -85,3 +91,47 @@ def _recording_since(directory: Path, since: float) -> np.ndarray:
         except LabkitError:
             continue  # an unfinished file: nothing was received (or the call never closed)
     return np.zeros(0, dtype=np.int16)
+
+
+@dataclass
+class Hold:
+    """A call left up until it ends by itself (or ``longest`` seconds): how long it lasted once
+    answered, and how it ended as the caller's phone saw it."""
+    caller: str
+    callee: str
+    established: bool
+    lasted: float = 0.0          #: seconds from the answer to the end (or to ``longest``)
+    ended_by_itself: bool = False
+    reason: str = ""             #: baresip's CALL_CLOSED text ("Connection reset by peer" …)
+    error: str = ""
+
+
+def hold(lab: Lab, caller: str, callee_extension: str, longest: float = 40.0) -> Hold:
+    """Place a call and leave it up: nobody hangs up before ``longest`` seconds.  Behind a broken
+    NAT a call that was answered may still end by itself — a UAS that never receives the ACK of
+    its 2xx gives up after 64*T1 = 32 s and sends BYE (RFC 3261 §13.3.1.4) — which a 3-second
+    call never shows."""
+    callee = next(p.name for p in lab.spec.phones if p.extension == callee_extension)
+    result = Hold(caller, callee, established=False)
+    try:
+        call = lab.phone(caller).call(callee_extension)
+        call.wait_established(10)
+    except LabkitError as exc:
+        result.error = exc.message
+        return result
+    result.established = True
+    answered = time.monotonic()
+    try:
+        call.wait_closed(longest)
+        result.ended_by_itself = True
+        closed = next(e for e in call.events if e.get("type") == "CALL_CLOSED")
+        result.reason = str(closed.get("param") or "")
+    except LabkitError:
+        pass  # still up after `longest`: the call works, we end it
+    result.lasted = round(time.monotonic() - answered, 1)
+    for name in (caller, callee):
+        try:
+            lab.phone(name).command("hangup")
+        except PhoneError:
+            pass
+    return result

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 from labkit.errors import LabkitError, LabStateError
-from labkit.spec import load_spec, stanza
+from labkit.spec import load_spec, merge_overrides, stanza
 from labkit.spec.load import YamlTextError, yaml_text
+from labkit.teaching.faults import pick as pick_for_student
 
 HOME_LAB = "home-pbx"
 BOX = "box"
@@ -192,3 +194,77 @@ def nat_lines(config_text: str) -> str:
     """The NAT lines of a rendered sip.conf/pjsip.conf (what the student's text became)."""
     keep = re.compile(r"^(extern|localnet|local_net|nat |rtp_symmetric|force_rport|rewrite_contact)")
     return "\n".join(dict.fromkeys(line for line in config_text.splitlines() if keep.match(line)))
+
+
+# -- the diagnosis lab: a NAT fault per student ----------------------------------------------------
+#: What each fault of the diagnosis lab is, as the report's students could have made it (the
+#: lab: ``home-pbx``; every fault leaves the other settings right, so that one thing is wrong).
+#: Measured on both tracks: each leaves its own trace on the Internet side.
+NAT_FAULTS: dict[str, str] = {
+    # A typo in the forward's last octet: 5060/udp goes to Alice's phone, whose baresip
+    # answers Bob's REGISTER itself, "501 Not Implemented" (a phone is not a registrar).
+    "sip-forward-to-phone": "the box forwards 5060/udp to Alice's phone, not to the PBX",
+    # Forwards right, no externip/external_*_address: the report's one-way audio (§3).
+    "private-address-announced": "Asterisk announces its private address (no NAT lines)",
+    # The address before the ISP moved the box (DDNS, §5): Bob's RTP and his ACK (sent to the
+    # Contact of the 200 OK) go to an address nobody answers at, so Asterisk retransmits its
+    # 200 OK (RFC 3261 §13.3.1.4) and Alice hears nothing.
+    "wrong-public-address": "Asterisk announces a public address that is not the box's",
+}
+STALE_PUBLIC_ADDRESS = "203.0.113.2"
+
+
+def pick_nat_fault(student: str | None = None) -> tuple[int, str]:
+    """(number from 1, name) of the NAT fault for a student id (``LABKIT_STUDENT`` by default)."""
+    return pick_for_student("nat", NAT_FAULTS, student)
+
+
+def nat_fault_overrides(fault: str, lab: str = HOME_LAB, box: str = BOX) -> dict:
+    """Lab-file overrides that make ``fault`` (a name of :data:`NAT_FAULTS`) on ``lab``."""
+    spec = load_spec(lab)
+    pbx = str(spec.address_of(spec.pbx.host))
+    outside = spec.host(box).nat.outside
+    public = next(str(i.address) for i in spec.host(box).interfaces if i.network == outside)
+    lan = next(str(n.subnet) for n in spec.networks if n.name == spec.host(spec.pbx.host).interfaces[0].network)
+    right = {"external_address": public, "local_nets": [lan]}
+    forwards = walkthrough_forwards(pbx)
+    if fault == "sip-forward-to-phone":
+        phone = str(spec.address_of(next(p.host for p in spec.phones if p.registrar is None)))
+        forwards[0]["to"] = phone
+        nat: dict | None = right
+    elif fault == "private-address-announced":
+        nat = None
+    elif fault == "wrong-public-address":
+        nat = dict(right, external_address=STALE_PUBLIC_ADDRESS)
+    else:
+        raise NatTextError(f"{fault!r} is not one of the faults: {', '.join(NAT_FAULTS)}")
+    overrides = box_forward_overrides(forwards, lab, box)
+    return merge_overrides(overrides, {"pbx": {"nat": nat}}) if nat else overrides
+
+
+def nat_fix_overrides(text: str, fault: str, lab: str = HOME_LAB, box: str = BOX) -> dict:
+    """The student's fix over their fault, as lab-file overrides.  The fix is one of what the
+    notebook taught: the box's forwards (a YAML list, as in exercise 2: it replaces the box's
+    forwards) or Asterisk's NAT lines (``[general]`` of sip.conf or a pjsip.conf transport, as in
+    exercise 4: they replace the PBX's NAT settings).  Either syntax of the NAT lines fixes
+    either track: they are read into the lab file's ``pbx.nat``, which both tracks render."""
+    overrides = nat_fault_overrides(fault, lab, box)
+    kind, value = read_fix(text)
+    if kind == "forwards":
+        return merge_overrides(overrides, box_forward_overrides(value, lab, box))
+    overrides.setdefault("pbx", {})["nat"] = value
+    return overrides
+
+
+def read_fix(text: str) -> tuple[str, Any]:
+    """``("forwards", rules)`` or ``("nat", pbx.nat settings)`` from a fix's text: lines under a
+    ``[section]`` header are Asterisk's NAT lines (``[general]``: sip.conf; any other: a
+    pjsip.conf transport), anything else the box's forwards."""
+    if not isinstance(text, str) or not text.strip():
+        raise NatTextError("The fix should be text: the box's forwards (as in exercise 2) or Asterisk's "
+                           "NAT lines (as in exercise 4).")
+    header = re.search(r"^\s*\[([^\]]+)\]", text, re.M)
+    if header is None:
+        return "forwards", forward_rules(text)
+    config = "sip.conf" if header.group(1).strip() == "general" else "pjsip.conf"
+    return "nat", nat_settings(text, config)

@@ -45,8 +45,22 @@ from labkit.spec import load_spec, merge_overrides, stanza
 from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.dialplan import DialplanSession
 from labkit.teaching.display import Text, TlsProbeView, WideTable, listen, show_figures_inline, tls_lines
+from labkit.teaching.faults import (
+    DEFAULT_STUDENT,  # noqa: F401  (re-exported: nb03 grades with it)
+    student_id,
+)
+from labkit.teaching.faults import pick as pick_for_student
 from labkit.teaching.hardening import HardeningSession
-from labkit.teaching.nat import box_forward_overrides, forward_rules, nat_lines, nat_settings
+from labkit.teaching.nat import (
+    HOME_LAB,
+    box_forward_overrides,
+    forward_rules,
+    nat_fault_overrides,
+    nat_lines,
+    nat_settings,
+    pick_nat_fault,
+    read_fix,
+)
 from labkit.teaching.recorder import Recorder
 from labkit.teaching.trunk import TrunkSession
 
@@ -470,6 +484,26 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
                                 f"({'sip_conf' if config == 'sip.conf' else 'pjsip_conf'}=…).")
         return Text(nat_lines(str(self.configure_pbx(**nat_settings(text, config)))))
 
+    @classmethod
+    def nat_diagnosis(cls, name: str, lab: str = HOME_LAB, *, student: str | None = None,
+                      track: str | None = None, mode: str | None = None,
+                      capture: tuple[str, ...] = ("lan", "internet")) -> Session:
+        """A home-pbx lab with one NAT fault of :data:`~labkit.teaching.nat.NAT_FAULTS`, picked
+        from the student's id (``LABKIT_STUDENT``): the recording is ``<name>-<number>``."""
+        number, fault = pick_nat_fault(student)
+        return cls.start(f"{name}-{number}", lab, track=track, mode=mode, capture=capture,
+                         overrides=nat_fault_overrides(fault, lab), wait_registered=False)
+
+    def fix_nat(self, fix: str) -> Text:
+        """Your fix of a NAT diagnosis lab, in what you wrote before: the box's forwards (a YAML
+        list, which replaces the box's forwards: returns its rules) or Asterisk's NAT lines
+        (``[general]`` of sip.conf or a pjsip.conf transport, read into the lab's NAT settings
+        whatever the track: returns the NAT lines the PBX's configuration now has)."""
+        kind, value = read_fix(fix)
+        if kind == "forwards":
+            return self.forward_ports(fix)
+        return Text(nat_lines(str(self.configure_pbx(**value))))
+
     def configure_pbx(self, **nat: Any) -> Text:
         """Change the PBX's NAT settings (restarts Asterisk); returns its SIP configuration."""
         def change():
@@ -493,6 +527,18 @@ class Session(TrunkSession, DialplanSession, HardeningSession):
         table = pd.DataFrame(result["heard"]).T.rename_axis("listener")
         table.attrs["established"] = result["established"]
         return table
+
+    def hold(self, caller: str = "bob", callee: str = "6000", longest: float = 40.0) -> pd.DataFrame:
+        """A call nobody hangs up for ``longest`` seconds: did it stay up, or end by itself after
+        how many seconds, and how (as the caller's phone saw it)."""
+        from labkit.lab.conversation import hold
+
+        def keep_up():
+            held = hold(self.lab, caller, callee, longest)
+            return {"established": held.established, "lasted_s": held.lasted,
+                    "ended_by_itself": held.ended_by_itself, "reason": held.reason, "error": held.error}
+        result = self._ask("hold", keep_up, caller=caller, callee=callee, longest=longest)
+        return pd.DataFrame([result], index=[f"{caller} → {callee}"])
 
     def move_box(self, address: str) -> str:
         """The ISP gives the box a new public address; returns the old one."""
@@ -786,17 +832,9 @@ TLS_FAULTS: dict[str, dict] = {
     "unreadable-key": {"certificate": {"owner": "root", "key_mode": "0600"}},
     "key-mismatch": {"certificate": {"variant": "key_mismatch"}},
 }
-#: The student id used when ``LABKIT_STUDENT`` is not set (and for the stored outputs).
-DEFAULT_STUDENT = "student"
-
-
 def pick_fault(student: str | None = None) -> tuple[int, str]:
     """(number from 1, name) of the TLS fault for a student id (``LABKIT_STUDENT`` by default)."""
-    if student is None:
-        student = os.environ.get("LABKIT_STUDENT", "").strip() or DEFAULT_STUDENT
-    digest = hashlib.sha256(f"labkit-tls-fault:{student}".encode()).digest()
-    index = int.from_bytes(digest[:8], "big") % len(TLS_FAULTS)
-    return index + 1, list(TLS_FAULTS)[index]
+    return pick_for_student("tls", TLS_FAULTS, student)
 
 
 #: The CA of the certificate exercise (its subject CN).
@@ -811,9 +849,7 @@ def workshop_ca(student: str | None = None) -> pki.LabCA:
     the grader, which checks that the student's certificate chains to it.  Not a secret: the
     student is given its key to sign with."""
     from cryptography.hazmat.primitives.asymmetric import ec
-    if student is None:
-        student = os.environ.get("LABKIT_STUDENT", "").strip() or DEFAULT_STUDENT
-    digest = hashlib.sha256(f"labkit-workshop-ca:{student}".encode()).digest()
+    digest = hashlib.sha256(f"labkit-workshop-ca:{student_id(student)}".encode()).digest()
     secret = int.from_bytes(digest, "big") % (_P256_ORDER - 1) + 1
     return pki.LabCA.create(WORKSHOP_CA_NAME, key=ec.derive_private_key(secret, ec.SECP256R1()))
 

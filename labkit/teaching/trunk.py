@@ -28,8 +28,6 @@ live and in replay.
 from __future__ import annotations
 
 import copy
-import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -44,6 +42,8 @@ from labkit.errors import LabStateError
 from labkit.spec import load_spec, merge_overrides, stanza
 from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.display import Text
+from labkit.teaching.faults import DEFAULT_STUDENT  # noqa: F401  (re-exported: nb05 grades with it)
+from labkit.teaching.faults import pick as pick_for_student
 
 #: The carrier's welcome letter (fictional: ARCEP keeps 01 99 00 xx xx for fiction).
 LETTER = {
@@ -67,7 +67,6 @@ TRUNK_FAULTS: dict[str, dict] = {
 }
 #: The ``pbx.trunk`` keys a diagnosis fix may set.
 FIX_KEYS = ("account", "password", "domain", "proxy", "host")
-DEFAULT_STUDENT = "student"
 
 
 def letter_overrides(variant: str | None = None, lab: str = "trunk-office") -> dict:
@@ -80,11 +79,7 @@ def letter_overrides(variant: str | None = None, lab: str = "trunk-office") -> d
 
 def pick_trunk_fault(student: str | None = None) -> tuple[int, str]:
     """(number from 1, name) of the trunk fault for a student id (``LABKIT_STUDENT`` by default)."""
-    if student is None:
-        student = os.environ.get("LABKIT_STUDENT", "").strip() or DEFAULT_STUDENT
-    digest = hashlib.sha256(f"labkit-trunk-fault:{student}".encode()).digest()
-    index = int.from_bytes(digest[:8], "big") % len(TRUNK_FAULTS)
-    return index + 1, list(TRUNK_FAULTS)[index]
+    return pick_for_student("trunk", TRUNK_FAULTS, student)
 
 
 def fault_overrides(fault: str) -> dict:

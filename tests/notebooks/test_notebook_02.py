@@ -62,7 +62,26 @@ def sessions(nb) -> list[tuple[str, tuple[str, ...]]]:
                 capture = re.search(r"capture=\(([^)]*)\)", line)
                 places = tuple(re.findall(r'"([^"]+)"', capture.group(1) if capture else "")) or ("lan",)
                 out.append((name.group(1), places))
+            diagnosis = re.search(r'Session\.nat_diagnosis\(\s*"([^"]+)"', line)
+            if diagnosis:  # one recording per fault: every student's lab replays
+                from labkit.teaching.nat import NAT_FAULTS
+                out += [(f"{diagnosis.group(1)}-{n}", ("lan", "internet")) for n in range(1, len(NAT_FAULTS) + 1)]
     return out
+
+
+def student_ids() -> dict[str, str]:
+    """A student id per NAT fault (the default student's first)."""
+    from labkit.teaching.nat import NAT_FAULTS, pick_nat_fault
+    found = {pick_nat_fault("student")[1]: "student"}
+    i = 0
+    while len(found) < len(NAT_FAULTS):
+        found.setdefault(pick_nat_fault(f"student-{i}")[1], f"student-{i}")
+        i += 1
+    return found
+
+
+def right_fix(fault: str) -> str:
+    return FORWARDS if fault == "sip-forward-to-phone" else NAT_SIP
 
 
 # -- (1) regression: stored outputs == a fresh replay run (modern track) --------------------------
@@ -79,6 +98,7 @@ def test_stored_outputs_show_the_measurements():
     assert "external_media_address = voip.home.example" in text
     assert 'udp dport 5060 ct helper set "sip"' in text        # the ALG: UDP 5060 only
     assert "received=198.51.100.1" in text and "rport=" in text  # RFC 3581 in a raw response Via
+    assert "SIP/2.0 501 Not Implemented" in text                # the default student's diagnosis lab
     assert "✗" not in text
 
 
@@ -109,6 +129,7 @@ def test_live_runs_and_checks_pass(track):
     results = check_results(nb)
     assert len(results) >= 10
     assert [r for r in results if not r[1]] == []
+    assert {"diagnose-name", "diagnose-fixed", "fix-a-forwards", "fix-b-nat-lines"} <= {r[0] for r in results}
 
 
 # -- (4) hygiene -----------------------------------------------------------------------------------
@@ -126,7 +147,7 @@ def test_structure():
     assert "session.banner()" in first
     assert "session.close()" in last
     # every session started is closed
-    started = re.findall(r"^(\w+) = Session\.start\(", "\n".join(c.source for c in cells), re.M)
+    started = re.findall(r"^(\w+) = Session\.(?:start|nat_diagnosis)\(", "\n".join(c.source for c in cells), re.M)
     closed = re.findall(r"^(\w+)\.close\(\)", "\n".join(c.source for c in cells), re.M)
     assert sorted(started) == sorted(closed)
     exercises = [c for c in cells if "### BEGIN SOLUTION" in c.source]
@@ -185,16 +206,16 @@ def test_recordings_present():
 
 
 # -- the checks judge the lab and the answers: right answers pass, wrong ones fail ----------------
-def nb02_rport(track) -> int:
-    """The rport= of the Via in Asterisk's 200 OK to Bob's REGISTER, read from the raw text."""
+def nb02_rport(track, user: str) -> int:
+    """The rport= of the Via in Asterisk's 200 OK to a phone's REGISTER, read from the raw text."""
     from labkit.teaching.session import Session
     sym = Session.start("02-vps-symmetric", "vps-pbx", track=track, mode="replay", capture=("lan", "internet"))
     answers = [str(sym.message(200, src="vps", place="internet", index=i)) for i in range(4)]
-    answer = next(a for a in answers if "<sip:6001@" in a.split("\nTo:")[1].split("\n")[0])
+    answer = next(a for a in answers if f"<sip:{user}@" in a.split("\nTo:")[1].split("\n")[0])
     return int(re.search(r";rport=(\d+)", answer).group(1))
 
 
-PROBED = {"fix-a-forwards", "fix-b-nat-lines"}
+PROBED = {"fix-a-forwards", "fix-b-nat-lines", "diagnose-fixed"}
 FORWARDS = """
 - {proto: udp, ports: 5060, to: 192.168.0.10}
 - {proto: udp, ports: [10000, 20000], to: 192.168.0.10}
@@ -203,8 +224,8 @@ FORWARDS = """
 NAT_SIP = "[general]\nexternip = 203.0.113.1\nlocalnet = 192.168.0.0/255.255.255.0\n"
 NAT_PJSIP = ("[transport-udp]\nexternal_media_address = 203.0.113.1\nexternal_signaling_address = 203.0.113.1\n"
              "local_net = 192.168.0.0/24\n")
-RECORDINGS = ["02-no-forward", "02-forward", "02-external", "02-ddns", "02-vps", "02-vps-symmetric",
-              "02-vps-alg", "02-vps-direct"]
+RECORDINGS = ["02-no-forward", "02-forward", "02-long-call", "02-external", "02-ddns", "02-vps", "02-vps-symmetric",
+              "02-vps-alg", "02-vps-direct", "02-diagnose-1", "02-diagnose-2", "02-diagnose-3"]
 
 
 @pytest.mark.parametrize("track", TRACKS)
@@ -212,6 +233,7 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     """The answers as the grader receives them (plain values), the truth from the recordings the
     checks open themselves (checks.evaluate: what labkit grade does)."""
     from labkit.grading import checks
+    from labkit.teaching.nat import NAT_FAULTS, pick_nat_fault
     from labkit.teaching.session import Session
 
     def replayed(name, lab, places):  # the test's own sessions, to compute the right answers
@@ -226,20 +248,22 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     right = {"unanswered_registers": int(((wan.method == "REGISTER") & (wan.src == bob)).sum()),
              "leaked_sdp_addr": "192.168.0.10", "deaf_phone": "alice",
              "my_forwards": FORWARDS, "nat_sip": NAT_SIP, "nat_pjsip": NAT_PJSIP, "private_sdp_out": 0,
-             "registered_to": "203.0.113.2", "ddns_both_heard": True,
-             "bob_rport": nb02_rport(track),
+             "moved_register": "unanswered", "drop_after": 32, "ok_sent": 11, "ddns_register_to": "203.0.113.2",
+             "rports": {"alice": nb02_rport(track, "6000"), "bob": nb02_rport(track, "6001")},
              "private_left_box": int(sym_wan[sym_wan.src == "198.51.100.1"].sdp_c_addr.fillna("")
                                      .str.startswith("192.168.").sum()),
-             "alg_sdp_addr": "198.51.100.1", "alg_both_heard": True,
-             "alg_media_dst": "198.51.100.1", "lan_direct_both_heard": True}
+             "alg_sdp_addr": "198.51.100.1",
+             "alg_media_dst": "198.51.100.1", "lan_direct_dst": "192.168.0.11",
+             "fault": pick_nat_fault()[1], "fix": right_fix(pick_nat_fault()[1])}
     wrong = {"unanswered_registers": 0, "leaked_sdp_addr": "203.0.113.1", "deaf_phone": "bob",
              "my_forwards": "- {proto: udp, ports: 5060, to: 203.0.113.1}",
              "nat_sip": "[general]\nexternip = 192.168.0.10\nlocalnet = 192.168.0.1/24\n",
              "nat_pjsip": "[transport-udp]\nexternal_media_address = 203.0.113.1\n#include evil.conf\n",
-             "private_sdp_out": 2, "registered_to": "203.0.113.1",
-             "ddns_both_heard": "yes", "bob_rport": 5060, "private_left_box": 0,
-             "alg_sdp_addr": "192.168.0.12", "alg_both_heard": False,
-             "alg_media_dst": "198.51.100.10", "lan_direct_both_heard": False}
+             "private_sdp_out": 2, "moved_register": "rejected", "drop_after": 45, "ok_sent": 4, "ddns_register_to": "203.0.113.1",
+             "rports": {"alice": 5060, "bob": 5060}, "private_left_box": 0, "alg_sdp_addr": "192.168.0.12",
+             "alg_media_dst": "198.51.100.10", "lan_direct_dst": "198.51.100.1",
+             "fault": next(f for f in NAT_FAULTS if f != pick_nat_fault()[1]),
+             "fix": "- {proto: udp, ports: 5060, to: 203.0.113.1}"}
     results = checks.evaluate(NAME, right, track=track)
     # Probes measure a live lab (the notebook's live test runs them); here they are not run.
     assert {r.id for r in results if r.not_run} <= PROBED
@@ -251,6 +275,7 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     from labkit.grading import probes
     config = tracks.get(track).sip_config
     for id, variable, why in (("fix-a-forwards", "my_forwards", "not on the box's LAN"),
+                              ("diagnose-fixed", "fix", "not on the box's LAN"),
                               ("fix-b-nat-lines", "nat_sip" if config == "sip.conf" else "nat_pjsip",
                                "not a network" if config == "sip.conf" else "directives")):
         probe = checks.find(NAME, id).probe
@@ -268,6 +293,11 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
               if not r.passed and not r.not_run}
     assert set(failed) == {"fix-b-no-private-sdp"}
     assert "still announce a private address" in failed["fix-b-no-private-sdp"]
+    # a short call handed in as the call nobody hung up: Asterisk never ended it
+    short = nbtools.recordings_folder(tmp_path / "short", track, RECORDINGS, {"02-long-call": "02-forward"})
+    failed = {r.id: r.message for r in checks.evaluate(NAME, right, track=track, data=short)
+              if not r.passed and not r.not_run}
+    assert set(failed) >= {"long-call-drop"} and "did not end the call" in failed["long-call-drop"]
     # the ALG lab (media anchored, two-way) handed in as the direct-media one: its streams went to
     # Asterisk, and its only conversation was heard
     swapped = nbtools.recordings_folder(tmp_path / "swapped", track, RECORDINGS, {"02-vps-direct": "02-vps-alg"})
@@ -276,6 +306,57 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     # a session object in the student's namespace is never read: fix A's handed in as fix_b
     # changes nothing (the truth is the recording the check opens)
     assert checks.run(NAME, "fix-b-no-private-sdp", {**right, "fix_b": session}).passed
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_every_diagnosis_lab_replays_and_its_solution_passes(track):
+    """Each fault's recording (made with a student id that draws it) replays the diagnosis
+    section, and the solution names that fault; another fault's lab in its place fails the name."""
+    import nbformat
+
+    from labkit.teaching.nat import NAT_FAULTS, nat_fault_overrides
+    from labkit.teaching.session import Session
+    nb = read()
+    cells = code_cells(nb)
+    start = next(i for i, c in enumerate(cells) if "Session.nat_diagnosis(" in c.source)
+    imports = "from labkit.teaching import Session\nfrom labkit.grading import checks"
+    part = [imports, *(c.source for c in cells[start:start + 9])]
+    for fault, student in student_ids().items():
+        small = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in part], metadata=nb.metadata)
+        small.cells.append(nbformat.v4.new_code_cell(
+            "import json as _json\n"
+            "print('CHECKS=' + _json.dumps([[r.id, r.passed, r.message] for r in checks.run_all('02-nat') "
+            "if r.id.startswith('diagnose')]))"))
+        out = execute({"LABKIT_MODE": "replay", "LABKIT_TRACK": track, "LABKIT_STUDENT": student}, nb=small)
+        assert errors(out) == [], (fault, errors(out))
+        results = {r[0]: r for r in check_results(out)}
+        assert results["diagnose-name"][1] is True, (fault, results)
+        # as recorded live: the call before the fix was not two-way, the one after it was
+        number = list(NAT_FAULTS).index(fault) + 1
+        lab = Session.start(f"02-diagnose-{number}", "home-pbx", track=track, mode="replay",
+                            capture=("lan", "internet"), overrides=nat_fault_overrides(fault))
+        lab.recorder.replay_all()
+        talks = [talk["heard"] for talk in lab.recorder.results("talk")]
+        assert len(talks) == 2, fault
+        assert not all(p["heard_the_other"] for p in talks[0].values()), fault
+        assert all(p["heard_the_other"] for p in talks[1].values()), fault
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("fault", ["sip-forward-to-phone", "private-address-announced", "wrong-public-address"])
+def test_live_each_fault_breaks_the_call_and_only_its_own_fix_mends_it(fault):
+    """On a fresh lab with the fault (tracks alternate): the other kind of fix leaves it broken,
+    the right one makes Bob register, the call two-way and nothing private leave the box."""
+    from labkit.grading import checks, probes
+    from labkit.teaching.nat import NAT_FAULTS
+    student = student_ids()[fault]
+    track = TRACKS[list(NAT_FAULTS).index(fault) % 2]
+    check = checks.find(NAME, "diagnose-fixed")
+    other = NAT_SIP if fault == "sip-forward-to-phone" else FORWARDS
+    passed, detail = probes.measure(check, other, track, name=probes.lab_name(), student=student)
+    assert not passed, detail
+    passed, detail = probes.measure(check, right_fix(fault), track, name=probes.lab_name(), student=student)
+    assert passed, detail
 
 
 # -- the student version: solutions removed, the notebook still goes to the end ------------------

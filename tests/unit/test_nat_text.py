@@ -104,3 +104,64 @@ def test_nat_overrides_add_the_report_s_forwards_and_pass_the_lab_model():
 def test_nat_lines_keep_only_what_the_student_s_text_changed():
     rendered = "[general]\nudpbindaddr = 0.0.0.0\nexternip = 203.0.113.1\nlocalnet = 192.168.0.0/24\nnat = no\n"
     assert nat_lines(rendered) == "externip = 203.0.113.1\nlocalnet = 192.168.0.0/24\nnat = no"
+
+
+# -- the diagnosis lab: one fault per student, fixed with a forward or a NAT line ------------------
+def test_each_nat_fault_is_one_wrong_setting_of_a_valid_lab():
+    from labkit.teaching.nat import NAT_FAULTS, nat_fault_overrides
+    made = {}
+    for fault in NAT_FAULTS:
+        spec = load_spec("home-pbx", nat_fault_overrides(fault))
+        box = next(h for h in spec.hosts if h.nat is not None)
+        made[fault] = ({(f.proto, f.range, str(f.to)) for f in box.nat.forwards},
+                       spec.pbx.nat.external_address if spec.pbx.nat else None)
+    right_forwards = {("udp", (5060, 5060), "192.168.0.10"), ("udp", (10000, 20000), "192.168.0.10"),
+                      ("tcp", (5061, 5061), "192.168.0.10")}
+    assert made["sip-forward-to-phone"] == (
+        right_forwards - {("udp", (5060, 5060), "192.168.0.10")} | {("udp", (5060, 5060), "192.168.0.11")},
+        "203.0.113.1")
+    assert made["private-address-announced"] == (right_forwards, None)
+    assert made["wrong-public-address"] == (right_forwards, "203.0.113.2")
+    with pytest.raises(NatTextError, match="not one of the faults"):
+        nat_fault_overrides("no-such-fault")
+
+
+def test_the_fault_drawn_depends_on_the_student_and_every_fault_is_drawn():
+    from labkit.teaching.nat import NAT_FAULTS, pick_nat_fault
+    assert pick_nat_fault("alice-2026") == pick_nat_fault("alice-2026")
+    assert {pick_nat_fault(f"s{i}")[1] for i in range(40)} == set(NAT_FAULTS)
+    number, fault = pick_nat_fault("s1")
+    assert list(NAT_FAULTS)[number - 1] == fault
+
+
+@pytest.mark.parametrize("fix, expected", [
+    (FORWARDS, "forwards"),
+    ("[general]\nexternip = 203.0.113.1\nlocalnet = 192.168.0.0/24\n", "nat"),
+    ("[transport-udp]\nexternal_media_address = 203.0.113.1\nlocal_net = 192.168.0.0/24\n", "nat"),
+])
+def test_a_fix_is_forwards_or_nat_lines_and_replaces_only_its_part(fix, expected):
+    from labkit.teaching.nat import nat_fault_overrides, nat_fix_overrides, read_fix
+    assert read_fix(fix)[0] == expected
+    for fault in ("sip-forward-to-phone", "wrong-public-address"):
+        spec = load_spec("home-pbx", nat_fix_overrides(fix, fault))
+        before = load_spec("home-pbx", nat_fault_overrides(fault))
+        forwards = {str(f.to) for f in next(h for h in spec.hosts if h.nat is not None).nat.forwards}
+        if expected == "forwards":
+            assert forwards == {"192.168.0.10"}
+            assert spec.pbx.nat == before.pbx.nat          # Asterisk's lines untouched
+        else:
+            assert spec.pbx.nat.external_address == "203.0.113.1"
+            assert spec.pbx.nat.local_nets == before.pbx.nat.local_nets
+            assert forwards == {str(f.to) for f in next(h for h in before.hosts if h.nat is not None).nat.forwards}
+
+
+@pytest.mark.parametrize("fix, why", [
+    ("", "should be text"),
+    ("- {proto: udp, ports: 5060, to: 10.0.0.1}", "not on the box's LAN"),
+    ("[general]\nexternip = 203.0.113.1\n#exec /bin/sh\n", "directives"),
+    ("[transport-udp]\nexternal_media_address = 203.0.113.1\nexternal_signaling_address = 203.0.113.9\n", "differ"),
+])
+def test_a_wrong_fix_is_refused_with_the_reason(fix, why):
+    from labkit.teaching.nat import nat_fix_overrides
+    with pytest.raises(NatTextError, match=why):
+        nat_fix_overrides(fix, "private-address-announced")

@@ -2,36 +2,57 @@
 
 The notebook's labs, one session per step (the notebook's variable in brackets):
 ``02-no-forward`` (home-pbx, no forward: ``session``), ``02-forward`` (forwards only:
-``fix_a``), ``02-external`` (forwards + external address: ``fix_b``), ``02-ddns`` (the box
+``fix_a``), ``02-long-call`` (forwards only, a call nobody hangs up: ``long``; Asterisk ends it
+64*T1 = 32 s after its first 200 OK, RFC 3261 §13.3.1.4), ``02-external`` (forwards + external
+address: ``fix_b``), ``02-ddns`` (the box
 moves, DDNS: ``ddns``), ``02-vps`` (vps-pbx: ``vps``), ``02-vps-symmetric`` (symmetric
 handling: ``sym``), ``02-vps-alg`` (SIP ALG: ``alg``) and ``02-vps-direct`` (direct media:
 ALG on, then off with symmetric handling: ``direct``).  Every truth is read from their
-captures (the Internet side of the box) or from the conversations they measured (what each
-phone heard), opened by the checking code (``truth.session``); a check also fails when the
-lab does not show the fixed behaviour, whatever the answer.
+captures (the Internet side of the box), from the conversations they measured (what each
+phone heard) or from what the lab answered (a REGISTER accepted or not), opened by the checking
+code (``truth.session``); a check also fails when the lab does not show the behaviour the
+exercise is about, whatever the answer.  Predictions (``moved_register``, ``drop_after``,
+``alg_media_dst`` …) are noted in the session's log before the cell that shows the result.
 
 Two fixes are the student's own text, judged by *configure* probes on a fresh ``home-pbx`` lab
 built from it (read as data by :mod:`labkit.teaching.nat`): the box's forwards (``my_forwards``:
 Bob registers through the box, the RTP range reaches the PBX) and Asterisk's NAT lines
 (``nat_sip`` / ``nat_pjsip``, on top of the report's forwards: a call Bob → Alice is two-way and
 no private address leaves the box in SIP or SDP).
+
+The diagnosis (``02-diagnose-<n>``, the notebook's ``broken``): a home-pbx lab with one NAT
+fault drawn from the student's id (:data:`labkit.teaching.nat.NAT_FAULTS`); ``fault`` is
+judged against that draw, confirmed by the recording of that lab, and ``fix`` (the box's
+forwards or Asterisk's NAT lines) by a probe on a fresh lab with the student's fault.
 """
 from __future__ import annotations
 
 from labkit.addresses import is_rfc1918
 from labkit.errors import LabkitError
 from labkit.grading.checks import check, configure, recording
-from labkit.teaching.nat import HOME_LAB, forward_overrides, nat_overrides
+from labkit.teaching.faults import student_id
+from labkit.teaching.nat import (
+    HOME_LAB,
+    NAT_FAULTS,
+    forward_overrides,
+    nat_fault_overrides,
+    nat_fix_overrides,
+    nat_overrides,
+    pick_nat_fault,
+)
 
 NB = "02-nat"
 HOME, VPS = ("lan", "internet"), ("lan", "internet")
 NO_FORWARD = recording(NB, "02-no-forward", "home-pbx", capture=HOME).name
 FIX_A = recording(NB, "02-forward", "home-pbx", capture=HOME).name
 FIX_B = recording(NB, "02-external", "home-pbx", capture=HOME).name
+LONG_CALL = recording(NB, "02-long-call", "home-pbx", capture=("internet",)).name
 DDNS = recording(NB, "02-ddns", "home-pbx", capture=("internet",)).name
 recording(NB, "02-vps", "vps-pbx", capture=VPS)
 SYM = recording(NB, "02-vps-symmetric", "vps-pbx", capture=VPS).name
 ALG = recording(NB, "02-vps-alg", "vps-pbx", capture=VPS).name
+DIAGNOSIS = {fault: recording(NB, f"02-diagnose-{n}", HOME_LAB, capture=HOME, overrides=nat_fault_overrides(fault)).name
+             for n, fault in enumerate(NAT_FAULTS, 1)}
 DIRECT = recording(NB, "02-vps-direct", "vps-pbx", capture=("lan",), overrides={"pbx": {"direct_media": True}}).name
 
 
@@ -45,6 +66,33 @@ def public_address(session) -> str:
     """The box's address on the Internet side, as the lab file gives it."""
     box = next(h for h in session.spec.hosts if h.nat is not None)
     return str(next(i.address for i in box.interfaces if i.network == box.nat.outside))
+
+
+def held_call(session):
+    """The Internet-side messages of Bob's last call (the one nobody hung up), in order."""
+    sip = wan(session)
+    invites = sip[(sip.method == "INVITE") & (sip.src == session.address("bob"))].sort_values("frame")
+    if invites.empty:
+        raise AssertionError("the recording holds no INVITE from Bob on the Internet side")
+    return sip[sip.call_id == invites.call_id.iloc[-1]].sort_values("frame")
+
+
+def ok_sent(session) -> int:
+    """How many times the box sent Asterisk's 200 OK to that INVITE (first send included)."""
+    call = held_call(session)
+    oks = (call.status_code == 200) & (call.cseq_method == "INVITE") & (call.src == public_address(session))
+    return int(oks.sum())
+
+
+def drop_after(session) -> float | None:
+    """Seconds from Asterisk's first 200 OK to its BYE (RFC 3261 §13.3.1.4: 64*T1 without ACK);
+    None if Asterisk did not end the call."""
+    call, box = held_call(session), public_address(session)
+    oks = call[(call.status_code == 200) & (call.cseq_method == "INVITE") & (call.src == box)]
+    byes = call[(call.method == "BYE") & (call.src == box)]
+    if oks.empty or byes.empty:
+        return None
+    return float(byes.time.iloc[0] - oks.time.iloc[0])
 
 
 def talks(session) -> list[dict]:
@@ -114,6 +162,34 @@ def alg_invite_sdp(session) -> str:
     return str(after.sdp_c_addr.iloc[0])
 
 
+MOVED_REGISTER = ("accepted", "rejected", "unanswered")
+
+
+def register_after_move(session) -> str | None:
+    """What became of Bob's first REGISTER after the box moved: ``accepted`` (the recorded
+    result), else ``rejected`` if a final response reached Bob between the move and the DDNS
+    update on the Internet side, else ``unanswered``."""
+    entries = session.recorder.entries
+    moved = next((i for i, e in enumerate(entries) if e["kind"] == "move-box"), None)
+    result = next((e["result"] for e in entries[moved or 0:] if e["kind"] == "register"), None)
+    if moved is None or result is None:
+        return None
+    if result:
+        return "accepted"
+    sip, marks = wan(session), session.marks()
+    answers = sip[(sip.time > marks["moved"]) & (sip.time < marks["ddns"]) & (sip.dst == session.address("bob"))
+                  & (sip.status_code >= 200)]
+    return "rejected" if len(answers) else "unanswered"
+
+
+def media_destinations(session, *, after: str, source: str) -> set[str]:
+    """Where ``source`` sent RTP on the home side after the mark ``after``, the PBX left out."""
+    streams = session.table("streams", "lan")
+    chosen = streams[(streams.first_time >= session.marks()[after]) & (streams.src == source)
+                     & (streams.dst != session.address(session.spec.pbx.host))]
+    return set(chosen.dst.astype(str))
+
+
 def media_destinations_with_alg(session) -> set[str]:
     """Where the phones sent RTP, on the home side, before the mark 'no-alg' (the ALG was on);
     streams to the PBX itself (before a re-INVITE took effect) are left out."""
@@ -128,6 +204,12 @@ def _addr(value) -> str:
     return str(value).strip().split(":")[0]
 
 
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number of seconds, not {value!r}")
+    return float(value)
+
+
 def _bool(value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"expected True or False, not {value!r}")
@@ -138,16 +220,6 @@ def _int(value) -> int:
     if isinstance(value, bool):
         raise TypeError(f"expected a number, not {value!r}")
     return int(value)
-
-
-def _two_way(answer, truth, session_name: str, variable: str, conversation: int = -1):
-    expected = heard(truth.session(session_name), conversation)
-    said = _bool(answer[variable])
-    deaf = [p for p, ok in expected.items() if not ok]
-    if deaf:
-        return False, (f"in your lab {' and '.join(deaf)} did not hear the other: the fix is not in "
-                       f"place (you said {said})")
-    return said is True, f"you said {said}"
 
 
 # -- configure probes: the student's forwards and NAT lines ---------------------------------------
@@ -182,7 +254,8 @@ def two_way_without_private_sdp(lab):
     towards Bob announced a private address."""
     from labkit import analysis
     from labkit.lab.conversation import talk
-    lab.phone("bob").register_again()
+    if not lab.phone("bob").register_again():
+        return False, "Bob's REGISTER through the box was not accepted: SIP does not reach Asterisk"
     with lab.capture("internet", name="probe-nat") as capture:
         conversation = talk(lab, "bob", "6000", seconds=2)
     if not conversation.two_way:
@@ -283,34 +356,63 @@ def _fix_b_no_private_sdp(answer, truth):
     return said == expected, f"you said {said}"
 
 
-@check(NB, "ddns-register", points=1, answers=("registered_to",),
-       hint="the last row of reg with status_code 200: its src is where Bob's REGISTER went")
+@check(NB, "long-call-drop", points=1, answers=("drop_after",),
+       hint="no ACK ever reaches Asterisk; RFC 3261 §13.3.1.4: how long does a UAS keep retransmitting its 2xx?")
+def _long_call_drop(answer, truth):
+    expected = drop_after(truth.session(LONG_CALL))
+    if expected is None or not 28 <= expected <= 36:
+        return False, ("in your lab Asterisk did not end the call about 32 s after answering: "
+                       "the lab was not set up as here")
+    said = _number(answer["drop_after"])
+    return abs(said - expected) <= 1.5, f"you predicted {said:g} s"
+
+
+@check(NB, "long-call-ok-sent", points=1, answers=("ok_sent",),
+       hint="first send at 0, then intervals of T1 = 0.5 s doubling up to T2 = 4 s, until 64*T1 = 32 s")
+def _long_call_ok_sent(answer, truth):
+    expected = ok_sent(truth.session(LONG_CALL))
+    said = _int(answer["ok_sent"])
+    return said == expected, f"you predicted {said}"
+
+
+@check(NB, "ddns-moved-register", points=1, answers=("moved_register",),
+       hint="Bob's phone looks voip.home.example up for each REGISTER; what does the name answer right after the "
+            "move, and does a machine still own that address?")
+def _ddns_moved_register(answer, truth):
+    expected = register_after_move(truth.session(DDNS))
+    if expected != "unanswered":
+        return False, f"in your lab Bob's REGISTER right after the move was {expected}: the lab did not move the box"
+    said = str(answer["moved_register"]).strip().lower()
+    if said not in MOVED_REGISTER:
+        return False, f"{said!r} is not one of: {', '.join(MOVED_REGISTER)}"
+    return said == expected, f"you predicted {said}"
+
+
+@check(NB, "ddns-register", points=1, answers=("ddns_register_to",),
+       hint="the DDNS client changes what voip.home.example answers; Bob's phone asks again for each REGISTER")
 def _ddns_register(answer, truth):
     session = truth.session(DDNS)
     expected = last_register_ok_from(session)
     if expected != ddns_address(session):
-        return False, f"Bob's last registration was answered by {expected}, not by the box's new address"
-    said = _addr(answer["registered_to"])
-    return said == expected, f"you said {said}"
+        return False, f"in your lab Bob's last accepted REGISTER went to {expected}, not to the updated address"
+    said = _addr(answer["ddns_register_to"])
+    return said == expected, f"you predicted {said}"
 
 
-@check(NB, "ddns-two-way", points=1, answers=("ddns_both_heard",),
-       hint="after_ddns.heard_the_other: are both True?")
-def _ddns_two_way(answer, truth):
-    return _two_way(answer, truth, DDNS, "ddns_both_heard")
-
-
-@check(NB, "symmetric-rport", points=2, answers=("bob_rport",),
-       hint="sym.message(200, src='vps', place='internet', index=N): the answer whose To is sip:6001@…; "
-            "its Via's rport= parameter")
+@check(NB, "symmetric-rport", points=2, answers=("rports",),
+       hint="sym.message(200, src='vps', place='internet', index=N): the answers whose To is sip:6000@… (Alice) "
+            "and sip:6001@… (Bob); each Via's rport= parameter")
 def _symmetric_rport(answer, truth):
     session = truth.session(SYM)
     deaf = [p for p, ok in heard(session).items() if not ok]
     if deaf:
         return False, f"in your lab {' and '.join(deaf)} did not hear the other: symmetric handling is not in place"
-    expected = register_answer_port(session, "6001")
-    said = _int(answer["bob_rport"])
-    return said == expected, f"you said {said}"
+    said = answer["rports"]
+    if not isinstance(said, dict) or set(said) != {"alice", "bob"}:
+        return False, f"rports should be {{'alice': port, 'bob': port}}, not {said!r}"
+    expected = {"alice": register_answer_port(session, "6000"), "bob": register_answer_port(session, "6001")}
+    wrong = [name for name in expected if _int(said[name]) != expected[name]]
+    return not wrong, f"you said {said}" + (f": {' and '.join(wrong)} wrong" if wrong else "")
 
 
 @check(NB, "symmetric-still-private", points=1, answers=("private_left_box",),
@@ -324,7 +426,8 @@ def _symmetric_still_private(answer, truth):
 
 
 @check(NB, "alg-rewrites", points=1, answers=("alg_sdp_addr",),
-       hint="INVITEs of alg's Internet side, sent from 198.51.100.1 after the mark 'alg': read sdp_c_addr")
+       hint="the ALG rewrites the private addresses inside the SIP messages it forwards: "
+            "into which address of the box?")
 def _alg_rewrites(answer, truth):
     session = truth.session(ALG)
     expected = alg_invite_sdp(session)
@@ -334,14 +437,8 @@ def _alg_rewrites(answer, truth):
     return said == expected, f"you said {said}"
 
 
-@check(NB, "alg-two-way", points=1, hidden=True, answers=("alg_both_heard",),
-       hint="after_alg.heard_the_other: are both True?")
-def _alg_two_way(answer, truth):
-    return _two_way(answer, truth, ALG, "alg_both_heard", conversation=0)
-
-
 @check(NB, "alg-direct-media-lost", points=1, answers=("alg_media_dst",),
-       hint="the rows of streams where alg_on is True: read dst")
+       hint="the re-INVITE gives each phone the other's address as Asterisk knows it — after the ALG's rewriting")
 def _alg_direct_media_lost(answer, truth):
     session = truth.session(DIRECT)
     heard_with_alg = heard(session, 0)
@@ -355,7 +452,56 @@ def _alg_direct_media_lost(answer, truth):
     return said in expected, f"you said {said}"
 
 
-@check(NB, "lan-direct-two-way", points=1, answers=("lan_direct_both_heard",),
-       hint="lan_direct.heard_the_other: are both True?")
-def _lan_direct_two_way(answer, truth):
-    return _two_way(answer, truth, DIRECT, "lan_direct_both_heard")
+@check(NB, "lan-direct-media", points=1, answers=("lan_direct_dst",),
+       hint="without the ALG, Asterisk knows each phone's own address (Contact, c=) — symmetric handling "
+            "fixes only its replies")
+def _lan_direct_media(answer, truth):
+    session = truth.session(DIRECT)
+    if not all(heard(session, -1).values()):
+        return False, "in your lab the call with the ALG off was not two-way: the lab was not set up as in the notebook"
+    bob = session.address("bob")
+    expected = media_destinations(session, after="no-alg", source=bob)
+    if len(expected) != 1:
+        return False, f"in your lab Bob's phone sent RTP to {sorted(expected)} with the ALG off"
+    said = _addr(answer["lan_direct_dst"])
+    return said in expected, f"you predicted {said}"
+
+
+# -- the diagnosis: a NAT fault per student ---------------------------------------------------------
+def fault_of(session) -> str | None:
+    overrides = getattr(session, "overrides", None) or {}
+    return next((name for name in NAT_FAULTS if overrides == nat_fault_overrides(name)), None)
+
+
+def students_fault(truth) -> str:
+    _, fault = pick_nat_fault(student_id(truth.student))
+    recorded = fault_of(truth.session(DIAGNOSIS[fault]))
+    if recorded != fault:
+        raise AssertionError(f"the recording of the {fault} lab hides {recorded or 'no fault'}: a bug in the kit")
+    return fault
+
+
+# Hidden: with its verdict on screen, three tries would find the name without a diagnosis.
+@check(NB, "diagnose-name", points=1, hidden=True, answers=("fault",),
+       hint="who answered Bob's REGISTER (status, and the Server or User-Agent of broken.message(…)), and the "
+            "c= address Asterisk's answer announced to Bob: private, the box's, or another")
+def _diagnose_name(answer, truth):
+    expected = students_fault(truth)
+    said = str(answer["fault"]).strip().lower()
+    if said not in NAT_FAULTS:
+        return False, f"{said!r} is not one of: {', '.join(NAT_FAULTS)}"
+    return said == expected, f"you said {said}"
+
+
+def apply_nat_fix(text: str, track, student: str | None = None) -> dict:
+    """The student's fix (forwards or NAT lines) over the fault of their own lab."""
+    _, fault = pick_nat_fault(student_id(student))
+    return nat_fix_overrides(text, fault)  # a NatTextError is the refusal (probes.validate)
+
+
+@configure(NB, "diagnose-fixed", answer="fix", lab=HOME_LAB, apply=apply_nat_fix, points=2,
+           timeout=PROBE_TIMEOUT,
+           hint="the box's forwards as in exercise 2 (all of them: they replace the box's), or Asterisk's NAT lines "
+                "as in exercise 4 — whichever undoes your fault")
+def _diagnose_fixed(lab):
+    return two_way_without_private_sdp(lab)

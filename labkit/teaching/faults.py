@@ -1,0 +1,31 @@
+"""A fault per student: which one of an exercise's faults a student's diagnosis lab hides.
+
+A *diagnose* exercise (``../shared/EXERCISES.md``) gives each student a lab with one fault
+drawn from a short list, so that a class cannot pass one answer around.  The draw is a hash of
+the student's id (``LABKIT_STUDENT``, set by the release or the hub; a fixed default for the
+stored outputs) salted with the exercise's topic: the same student gets the same fault in the
+notebook, in replay and in the grader, and different exercises draw independently.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+
+#: The student id used when ``LABKIT_STUDENT`` is not set (and for the stored outputs).
+DEFAULT_STUDENT = "student"
+
+
+def student_id(student: str | None = None) -> str:
+    """``student``, else ``LABKIT_STUDENT``, else :data:`DEFAULT_STUDENT`."""
+    if student is None:
+        student = os.environ.get("LABKIT_STUDENT", "").strip()
+    return student or DEFAULT_STUDENT
+
+
+def pick(topic: str, faults: Sequence[str], student: str | None = None) -> tuple[int, str]:
+    """(number from 1, name) of the fault of ``faults`` the student's lab of ``topic`` hides."""
+    names = list(faults)
+    digest = hashlib.sha256(f"labkit-{topic}-fault:{student_id(student)}".encode()).digest()
+    index = int.from_bytes(digest[:8], "big") % len(names)
+    return index + 1, names[index]

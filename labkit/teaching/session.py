@@ -50,6 +50,7 @@ from labkit.teaching.faults import (
     student_id,
 )
 from labkit.teaching.faults import pick as pick_for_student
+from labkit.teaching.first_call import FirstCallSession
 from labkit.teaching.hardening import HardeningSession
 from labkit.teaching.nat import (
     HOME_LAB,
@@ -93,7 +94,7 @@ def default_track() -> str:
     return tracks.get(os.environ.get("LABKIT_TRACK", tracks.DEFAULT.name)).name
 
 
-class Session(TrunkSession, DialplanSession, HardeningSession):
+class Session(TrunkSession, DialplanSession, HardeningSession, FirstCallSession):
     """One notebook's lab (live) or its recording (replay), with the analysis on top."""
 
     def __init__(self, name: str, lab: str, track: str, mode: str, overrides: dict | None):

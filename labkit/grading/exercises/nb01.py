@@ -8,12 +8,17 @@ the port is only in the raw SDP or the streams, which the notebook prints after 
 """
 from __future__ import annotations
 
-from labkit.grading.checks import check, recording
+from labkit.grading.checks import check, configure, recording
+from labkit.teaching.faults import student_id
+from labkit.teaching.first_call import CALL_FAULTS, call_fault_overrides, call_fix_overrides, pick_call_fault
 
 NB = "01-first-call"
 ANCHORED, DIRECT = "01-first-call", "01-direct-media"
 recording(NB, ANCHORED, lab="first-call")
 recording(NB, DIRECT, lab="first-call", overrides={"pbx": {"direct_media": True}})
+#: The diagnosis labs, one recording per fault (``01-diagnose-<n>``, n from 1 as in CALL_FAULTS).
+DIAGNOSIS = {fault: recording(NB, f"01-diagnose-{n}", lab="first-call", overrides=call_fault_overrides(fault)).name
+             for n, fault in enumerate(CALL_FAULTS, 1)}
 MIN_PACKETS = 10  # a "real" stream: the direct-media call may start with a stray packet or two
 
 
@@ -120,3 +125,59 @@ def _direct_path(answer, truth):
        hint="re-INVITEs are INVITEs inside an existing dialog: their To header carries a tag")
 def _reinvite_count(answer, truth):
     return _int(answer["n_reinvites"]) == reinvites(truth.session(DIRECT)), ""
+
+
+# -- the diagnosis: a fault of the first call per student --------------------------------------------
+PROBE_TIMEOUT = 90
+
+
+def fault_of(session) -> str | None:
+    overrides = getattr(session, "overrides", None) or {}
+    return next((name for name in CALL_FAULTS if overrides == call_fault_overrides(name)), None)
+
+
+def students_fault(truth) -> str:
+    _, fault = pick_call_fault(student_id(truth.student))
+    recorded = fault_of(truth.session(DIAGNOSIS[fault]))
+    if recorded != fault:
+        raise AssertionError(f"the recording of the {fault} lab hides {recorded or 'no fault'}: a bug in the kit")
+    return fault
+
+
+# Hidden: with its verdict on screen, three tries would find the name without a diagnosis.
+@check(NB, "diagnose-name", points=1, hidden=True, answers=("fault",),
+       hint="did Bob's REGISTER get an answer (a SIP status, or an ICMP error in the ladder)? if it did, "
+            "what did Asterisk answer Bob's INVITE (status and reason)?")
+def _diagnose_name(answer, truth):
+    expected = students_fault(truth)
+    said = str(answer["fault"]).strip().lower()
+    if said not in CALL_FAULTS:
+        return False, f"{said!r} is not one of: {', '.join(CALL_FAULTS)}"
+    return said == expected, f"you said {said}"
+
+
+def apply_call_fix(text: str, track, student: str | None = None) -> dict:
+    """The student's fix (lab-file lines) over the fault of their own lab."""
+    _, fault = pick_call_fault(student_id(student))
+    return call_fix_overrides(text, fault)  # a CallFixError is the refusal (probes.validate)
+
+
+def bob_calls_alice(lab):
+    """Bob registers, and a call Bob → Alice (6000) through Asterisk is two-way."""
+    from labkit.lab.conversation import talk
+    if not lab.phone("bob").register_again():
+        return False, "Bob's REGISTER was not accepted: he cannot register with Asterisk"
+    if "6001" not in lab.pbx.registered():
+        return False, "Asterisk has no registration for Bob"
+    conversation = talk(lab, "bob", "6000", seconds=2)
+    if not conversation.two_way:
+        return False, f"the call was not two-way: {conversation.summary()}"
+    return True, "Bob registered, and the call Bob → Alice is two-way"
+
+
+@configure(NB, "diagnose-fixed", answer="fix", lab="first-call", apply=apply_call_fix, points=2,
+           timeout=PROBE_TIMEOUT,
+           hint="one lab-file line: sip_port (the PBX), context (Bob's endpoint) or encryption (the PBX's "
+                "media, a word in quotes) — the one that undoes your fault")
+def _diagnose_fixed(lab):
+    return bob_calls_alice(lab)

@@ -29,3 +29,14 @@ def pick(topic: str, faults: Sequence[str], student: str | None = None) -> tuple
     digest = hashlib.sha256(f"labkit-{topic}-fault:{student_id(student)}".encode()).digest()
     index = int.from_bytes(digest[:8], "big") % len(names)
     return index + 1, names[index]
+
+
+def ids_drawing_each(pick, faults: Sequence[str]) -> dict[str, str]:
+    """A student id that draws each of ``faults`` through ``pick`` (the default student's fault
+    first, then ``student-0``, ``student-1`` …): the ids to record every fault's lab with."""
+    found = {pick(DEFAULT_STUDENT)[1]: DEFAULT_STUDENT}
+    i = 0
+    while len(found) < len(faults):
+        found.setdefault(pick(f"student-{i}")[1], f"student-{i}")
+        i += 1
+    return found

@@ -71,13 +71,9 @@ def sessions(nb) -> list[tuple[str, tuple[str, ...]]]:
 
 def student_ids() -> dict[str, str]:
     """A student id per NAT fault (the default student's first)."""
+    from labkit.teaching.faults import ids_drawing_each
     from labkit.teaching.nat import NAT_FAULTS, pick_nat_fault
-    found = {pick_nat_fault("student")[1]: "student"}
-    i = 0
-    while len(found) < len(NAT_FAULTS):
-        found.setdefault(pick_nat_fault(f"student-{i}")[1], f"student-{i}")
-        i += 1
-    return found
+    return ids_drawing_each(pick_nat_fault, NAT_FAULTS)
 
 
 def right_fix(fault: str) -> str:

@@ -215,13 +215,9 @@ RIGHT_CALL_FIX = {"asterisk-on-another-port": "sip_port: 5060", "bob-in-lobby-co
 
 def call_student_ids() -> dict[str, str]:
     """A student id per first-call fault (the default student's first)."""
+    from labkit.teaching.faults import ids_drawing_each
     from labkit.teaching.first_call import CALL_FAULTS, pick_call_fault
-    found = {pick_call_fault("student")[1]: "student"}
-    i = 0
-    while len(found) < len(CALL_FAULTS):
-        found.setdefault(pick_call_fault(f"student-{i}")[1], f"student-{i}")
-        i += 1
-    return found
+    return ids_drawing_each(pick_call_fault, CALL_FAULTS)
 
 
 @pytest.mark.parametrize("track", TRACKS)

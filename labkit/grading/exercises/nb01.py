@@ -8,6 +8,7 @@ the port is only in the raw SDP or the streams, which the notebook prints after 
 """
 from __future__ import annotations
 
+from labkit.grading import diagnosis
 from labkit.grading.checks import check, configure, recording
 from labkit.teaching.faults import student_id
 from labkit.teaching.first_call import CALL_FAULTS, call_fault_overrides, call_fix_overrides, pick_call_fault
@@ -131,29 +132,13 @@ def _reinvite_count(answer, truth):
 PROBE_TIMEOUT = 90
 
 
-def fault_of(session) -> str | None:
-    overrides = getattr(session, "overrides", None) or {}
-    return next((name for name in CALL_FAULTS if overrides == call_fault_overrides(name)), None)
-
-
-def students_fault(truth) -> str:
-    _, fault = pick_call_fault(student_id(truth.student))
-    recorded = fault_of(truth.session(DIAGNOSIS[fault]))
-    if recorded != fault:
-        raise AssertionError(f"the recording of the {fault} lab hides {recorded or 'no fault'}: a bug in the kit")
-    return fault
-
-
 # Hidden: with its verdict on screen, three tries would find the name without a diagnosis.
 @check(NB, "diagnose-name", points=1, hidden=True, answers=("fault",),
        hint="did Bob's REGISTER get an answer (a SIP status, or an ICMP error in the ladder)? if it did, "
             "what did Asterisk answer Bob's INVITE (status and reason)?")
 def _diagnose_name(answer, truth):
-    expected = students_fault(truth)
-    said = str(answer["fault"]).strip().lower()
-    if said not in CALL_FAULTS:
-        return False, f"{said!r} is not one of: {', '.join(CALL_FAULTS)}"
-    return said == expected, f"you said {said}"
+    expected = diagnosis.students_fault(truth, pick_call_fault, DIAGNOSIS, call_fault_overrides)
+    return diagnosis.judge_name(answer["fault"], expected, CALL_FAULTS)
 
 
 def apply_call_fix(text: str, track, student: str | None = None) -> dict:

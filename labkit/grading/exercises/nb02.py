@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from labkit.addresses import is_rfc1918
 from labkit.errors import LabkitError
+from labkit.grading import diagnosis
 from labkit.grading.checks import check, configure, recording
 from labkit.teaching.faults import student_id
 from labkit.teaching.nat import (
@@ -468,29 +469,13 @@ def _lan_direct_media(answer, truth):
 
 
 # -- the diagnosis: a NAT fault per student ---------------------------------------------------------
-def fault_of(session) -> str | None:
-    overrides = getattr(session, "overrides", None) or {}
-    return next((name for name in NAT_FAULTS if overrides == nat_fault_overrides(name)), None)
-
-
-def students_fault(truth) -> str:
-    _, fault = pick_nat_fault(student_id(truth.student))
-    recorded = fault_of(truth.session(DIAGNOSIS[fault]))
-    if recorded != fault:
-        raise AssertionError(f"the recording of the {fault} lab hides {recorded or 'no fault'}: a bug in the kit")
-    return fault
-
-
 # Hidden: with its verdict on screen, three tries would find the name without a diagnosis.
 @check(NB, "diagnose-name", points=1, hidden=True, answers=("fault",),
        hint="who answered Bob's REGISTER (status, and the Server or User-Agent of broken.message(…)), and the "
             "c= address Asterisk's answer announced to Bob: private, the box's, or another")
 def _diagnose_name(answer, truth):
-    expected = students_fault(truth)
-    said = str(answer["fault"]).strip().lower()
-    if said not in NAT_FAULTS:
-        return False, f"{said!r} is not one of: {', '.join(NAT_FAULTS)}"
-    return said == expected, f"you said {said}"
+    expected = diagnosis.students_fault(truth, pick_nat_fault, DIAGNOSIS, nat_fault_overrides)
+    return diagnosis.judge_name(answer["fault"], expected, NAT_FAULTS)
 
 
 def apply_nat_fix(text: str, track, student: str | None = None) -> dict:

@@ -62,8 +62,10 @@ from labkit.teaching.nat import (
     pick_nat_fault,
     read_fix,
 )
+from labkit.teaching.orientation import OrientationSession
 from labkit.teaching.recorder import Recorder
 from labkit.teaching.trunk import TrunkSession
+from labkit.teaching.two_nat import TwoNatSession
 
 DATA = resources.data_dir()
 MODES = ("live", "replay")
@@ -94,7 +96,8 @@ def default_track() -> str:
     return tracks.get(os.environ.get("LABKIT_TRACK", tracks.DEFAULT.name)).name
 
 
-class Session(TrunkSession, DialplanSession, HardeningSession, FirstCallSession):
+class Session(TrunkSession, DialplanSession, HardeningSession, FirstCallSession, OrientationSession,
+              TwoNatSession):
     """One notebook's lab (live) or its recording (replay), with the analysis on top."""
 
     def __init__(self, name: str, lab: str, track: str, mode: str, overrides: dict | None):

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 
 from labkit import pki
 from labkit.errors import LabkitError
-from labkit.grading import probes
+from labkit.grading import diagnosis, probes
 from labkit.grading.checks import check, configure, recording
 from labkit.services.tlsprobe import ALERTS
 from labkit.spec import merge_overrides, stanza
@@ -374,11 +374,7 @@ def students_fault(truth) -> str:
        hint="the probe's verify code, the socket error, whether 5061 listens and Asterisk's TLS log tell "
             "the faults apart")
 def _diagnose_name(answer, truth):
-    expected = students_fault(truth)
-    said = str(answer["fault"]).strip().lower()
-    if said not in TLS_FAULTS:
-        return False, f"{said!r} is not one of: {', '.join(TLS_FAULTS)}"
-    return said == expected, f"you said {said}"
+    return diagnosis.judge_name(answer["fault"], students_fault(truth), TLS_FAULTS)
 
 
 def fix_lines(text: str, track, student: str | None = None) -> dict:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 
 from labkit.errors import LabkitError
-from labkit.grading import probes
+from labkit.grading import diagnosis, probes
 from labkit.grading.checks import check, configure, recording
 from labkit.spec import merge_overrides
 from labkit.teaching.trunk import (
@@ -241,28 +241,15 @@ def _trunk_registers(lab):
 
 
 # -- exercise 4: diagnose and fix ----------------------------------------------------------------
-def fault_of(session) -> str | None:
-    overrides = getattr(session, "overrides", None) or {}
-    return next((name for name in TRUNK_FAULTS if overrides == fault_overrides(name)), None)
-
-
 def students_fault(truth) -> str:
-    _, fault = pick_trunk_fault(truth.student or DEFAULT_STUDENT)
-    recorded = fault_of(truth.session(DIAGNOSIS[fault]))
-    if recorded != fault:
-        raise AssertionError(f"the recording of the {fault} lab hides {recorded or 'no fault'}: a bug in the kit")
-    return fault
+    return diagnosis.students_fault(truth, pick_trunk_fault, DIAGNOSIS, fault_overrides)
 
 
 @check(NB, "diagnose-name", points=1, answers=("fault",),
        hint="what reached the carrier (broken.exchange()), the Request-URI and the Authorization header of the "
             "REGISTER (broken.raw('REGISTER', index=…)), and Asterisk's log tell the faults apart")
 def _diagnose_name(answer, truth):
-    expected = students_fault(truth)
-    said = str(answer["fault"]).strip().lower()
-    if said not in TRUNK_FAULTS:
-        return False, f"{said!r} is not one of: {', '.join(TRUNK_FAULTS)}"
-    return said == expected, f"you said {said}"
+    return diagnosis.judge_name(answer["fault"], students_fault(truth), TRUNK_FAULTS)
 
 
 def apply_fix(text: str, track, student: str | None = None) -> dict:

@@ -15,6 +15,7 @@ from labkit.lab.conversation import talk
 pytestmark = pytest.mark.live
 TRACKS = ["modern", "legacy"]
 LAN = ("192.168.0.",)
+EXTERNREFRESH = 10  # seconds: labkit/configs/asterisk/legacy/sip.conf.j2
 
 
 @pytest.mark.parametrize("track", TRACKS)
@@ -107,6 +108,20 @@ def test_ddns_recovers_after_the_public_address_changes(make_lab, track):
     lab.dns.update("voip.home.example", "203.0.113.2")  # the box's DDNS client
     assert lab.dns.resolve("voip.home.example") == "203.0.113.2"
     assert lab.phone("bob").register_again() is True
+
+    # Without a restart the generations part: chan_sip looks externhost up again once
+    # externrefresh (10 s, the kit's sip.conf) has passed since its last lookup; PJSIP resolved
+    # external_*_address when its transport started and keeps announcing the old address.
+    if track == "legacy":
+        assert f"externrefresh = {EXTERNREFRESH}" in lab.pbx.config("sip.conf")
+    time.sleep(EXTERNREFRESH + 1)
+    unrestarted = talk(lab, "bob", "6000")
+    assert unrestarted.established
+    if track == "legacy":
+        assert unrestarted.two_way
+    else:
+        assert unrestarted.correlation["bob"] >= 0.9 and unrestarted.correlation["alice"] < 0.5
+
     lab.reconfigure({})                                 # Asterisk resolves the name anew
     assert talk(lab, "bob", "6000").two_way
 

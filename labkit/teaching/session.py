@@ -425,6 +425,14 @@ class Session(TrunkSession, DialplanSession, HardeningSession, FirstCallSession,
         """Note the time a step starts, to look at its packets later (``ladder(since=…)``)."""
         self._ask("mark", lambda: {"label": label, "time": time.time()}, label=label)
 
+    def wait(self, seconds: float) -> float:
+        """Let ``seconds`` of lab time pass (live: a real pause, e.g. for a timer to expire;
+        replay: at once); returns the seconds waited."""
+        if not 0 <= seconds <= 120:
+            raise LabStateError(f"wait({seconds!r}): between 0 and 120 seconds.",
+                                hint="a lab timer longer than two minutes belongs in a test, not a cell")
+        return self._ask("wait", lambda: (time.sleep(seconds), seconds)[1], seconds=seconds)
+
     def marks(self) -> dict[str, float]:
         return {m["label"]: m["time"] for m in self.recorder.results("mark")}
 

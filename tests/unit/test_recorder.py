@@ -51,3 +51,22 @@ def test_a_missing_or_broken_recording_is_a_clear_error(tmp_path, content):
     with pytest.raises(LabStateError) as caught:
         Recorder(path, replay=True)
     assert "record" in caught.value.explain()
+
+
+def test_a_sessions_wait_pauses_live_returns_at_once_in_replay_and_refuses_long_waits(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from labkit.teaching.session import Session
+    path = tmp_path / "session.json"
+    live = SimpleNamespace(recorder=Recorder(path, replay=False, write=True))
+    live._ask = lambda kind, compute, stored=None, **args: live.recorder(kind, args, compute, stored)
+    started = time.monotonic()
+    assert Session.wait(live, 0.2) == 0.2 and time.monotonic() - started >= 0.2
+    replay = SimpleNamespace(recorder=Recorder(path, replay=True))
+    replay._ask = lambda kind, compute, stored=None, **args: replay.recorder(kind, args, compute, stored)
+    started = time.monotonic()
+    assert Session.wait(replay, 0.2) == 0.2 and time.monotonic() - started < 0.1
+    for bad in (-1, 121):
+        with pytest.raises(LabStateError, match="between 0 and 120"):
+            Session.wait(live, bad)

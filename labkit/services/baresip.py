@@ -207,10 +207,11 @@ class Softphone(Service):
     def __init__(self, context: ServiceContext, *, name: str, extension: str, display: str,
                  address: str, registrar: str, secret: str, codecs: list[str], sip_port: int = 5060,
                  transport: str = "udp", verify_server: bool = True, media_encryption: str = "none",
-                 registrar_holds: Callable[[], bool] | None = None):
+                 registrar_holds: Callable[[], bool] | None = None, user: str | None = None):
         super().__init__(context, name=f"{name}/baresip")
         self.phone_name = name
         self.extension = extension
+        self.user = user or extension  # the user it registers as (its AOR's and digest login)
         self.display = display
         self.address = address
         self.registrar = registrar
@@ -243,7 +244,7 @@ class Softphone(Service):
             ca_file="/srv/pki/ca.crt" if tls else None, verify_server=self.verify_server,
             dtls=self.media_encryption == "dtls_srtp"))
         (conf / "accounts").write_text(render_account(
-            display=self.display, extension=self.extension, registrar=self.registrar,
+            display=self.display, extension=self.user, registrar=self.registrar,
             secret=self.secret, codecs=self.codecs, transport=self.transport,
             media_encryption=self.media_encryption))
         (conf / "contacts").write_text("")
@@ -439,7 +440,7 @@ def provide(lab: LabContext) -> list[Service]:
                                directory=phone.name),
             name=phone.name, extension=endpoint.extension, display=endpoint.name,
             address=str(spec.address_of(phone.host)), registrar=phone.registrar or pbx_address,
-            secret=lab.credentials.secrets[endpoint.extension],
+            secret=phone.password or lab.credentials.secrets[endpoint.extension], user=phone.user,
             codecs=[CODEC_NAMES[c] for c in spec.pbx.codecs], sip_port=phone.sip_port,
             transport=phone.transport, verify_server=phone.verify_server,
             media_encryption=phone.media_encryption))

@@ -288,6 +288,14 @@ class Phone(_Strict):
     host: str
     extension: str = Field(description="An extension declared under pbx.endpoints.")
     sip_port: int = Field(default=5060, ge=1, le=65535)
+    user: str | None = Field(
+        default=None, pattern=r"^[0-9]{2,8}$",
+        description="The user name it registers with (its address of record and digest login); "
+                    "default: its extension. Another one is an account Asterisk may not know.")
+    password: str | None = Field(
+        default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.~+/=@%!-]+$",
+        description="The password it answers a challenge with; default: its endpoint's secret of the "
+                    "run. Another one is a phone whose password differs from Asterisk's.")
     registrar: str | None = Field(
         default=None, description="Where the phone registers (address or name); default: the "
                                   "PBX host's address. A phone outside reaches the box's public address.")

@@ -43,10 +43,13 @@ def session_names(nb) -> list[str]:
     """Every recording a notebook's sessions read: a diagnosis has one per fault (every
     student's lab replays)."""
     from labkit.teaching.first_call import CALL_FAULTS
+    from labkit.teaching.orientation import REGISTRATION_FAULTS
     source = "\n".join(c.source for c in code_cells(nb))
     names = re.findall(r'Session\.start\(\s*"([^"]+)"', source)
     for diagnosis in re.findall(r'Session\.call_diagnosis\(\s*"([^"]+)"', source):
         names += [f"{diagnosis}-{n}" for n in range(1, len(CALL_FAULTS) + 1)]
+    for diagnosis in re.findall(r'Session\.registration_diagnosis\(\s*"([^"]+)"', source):
+        names += [f"{diagnosis}-{n}" for n in range(1, len(REGISTRATION_FAULTS) + 1)]
     return names
 
 

@@ -13,11 +13,23 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from labkit.grading.checks import check, recording
+from labkit.grading import diagnosis
+from labkit.grading.checks import check, configure, recording
+from labkit.teaching.faults import student_id
+from labkit.teaching.orientation import (
+    REGISTRATION_FAULTS,
+    pick_registration_fault,
+    registration_fault_overrides,
+    registration_fix_overrides,
+)
 
 NB = "00-orientation"
 SESSION = "00-orientation"
 recording(NB, SESSION, lab="first-call")
+#: The diagnosis labs, one recording per fault (``00-diagnose-<n>``, n from 1 as in REGISTRATION_FAULTS).
+DIAGNOSIS = {fault: recording(NB, f"00-diagnose-{n}", lab="first-call",
+                              overrides=registration_fault_overrides(fault)).name
+             for n, fault in enumerate(REGISTRATION_FAULTS, 1)}
 
 
 # -- truths, from the capture -----------------------------------------------------------------
@@ -127,6 +139,45 @@ def _register_counts(answer, truth):
        hint="the status code of Asterisk's first answer to a REGISTER")
 def _challenge_status(answer, truth):
     return _int(answer["challenge_status"]) == first_register_answer(truth.session(SESSION)), ""
+
+
+# -- the diagnosis: a registration fault per student -------------------------------------------
+PROBE_TIMEOUT = 60
+
+
+# Hidden: with its verdict on screen, three tries would find the name without a diagnosis.
+@check(NB, "diagnose-name", points=1, hidden=True, answers=("fault",),
+       hint="where did Bob's REGISTER go (dst), who answered it (the Server / User-Agent header) and with "
+            "what status? when Asterisk refused it: which user does the REGISTER name (to_uri)?")
+def _diagnose_name(answer, truth):
+    expected = diagnosis.students_fault(truth, pick_registration_fault, DIAGNOSIS, registration_fault_overrides)
+    return diagnosis.judge_name(answer["fault"], expected, REGISTRATION_FAULTS)
+
+
+def apply_registration_fix(text: str, track, student: str | None = None) -> dict:
+    """The student's fix (lab-file lines for Bob's phone) over the fault of their own lab."""
+    _, fault = pick_registration_fault(student_id(student))
+    return registration_fix_overrides(text, fault)  # a RegistrationFixError is the refusal
+
+
+def bob_registers(lab):
+    """Bob's REGISTER is accepted (200 OK), and Asterisk has his contact at his phone's address."""
+    if not lab.phone("bob").register_again():
+        return False, "Bob's REGISTER was not accepted"
+    contact = lab.pbx.registered().get("6001")
+    if contact is None:
+        return False, "Asterisk has no registration for 6001"
+    if str(lab.spec.address_of("bob")) not in contact:
+        return False, f"Asterisk's contact for 6001 is {contact}, not Bob's phone"
+    return True, "Bob registered: Asterisk has 6001 at Bob's phone"
+
+
+@configure(NB, "diagnose-fixed", answer="fix", lab="first-call", apply=apply_registration_fix, points=2,
+           timeout=PROBE_TIMEOUT,
+           hint="one lab-file line for Bob's phone: password, user or registrar — the one that undoes "
+                "your fault (Asterisk's secret for 6001 is in broken.config)")
+def _diagnose_fixed(lab):
+    return bob_registers(lab)
 
 
 def _int(value) -> int:

@@ -95,6 +95,7 @@ def test_stored_outputs_show_the_measurements():
     assert 'udp dport 5060 ct helper set "sip"' in text        # the ALG: UDP 5060 only
     assert "received=198.51.100.1" in text and "rport=" in text  # RFC 3581 in a raw response Via
     assert "SIP/2.0 501 Not Implemented" in text                # the default student's diagnosis lab
+    assert "direct_media = no" in text and "192.168.1.11" in text  # two homes: anchored, Alice's private address
     assert "✗" not in text
 
 
@@ -221,7 +222,7 @@ NAT_SIP = "[general]\nexternip = 203.0.113.1\nlocalnet = 192.168.0.0/255.255.255
 NAT_PJSIP = ("[transport-udp]\nexternal_media_address = 203.0.113.1\nexternal_signaling_address = 203.0.113.1\n"
              "local_net = 192.168.0.0/24\n")
 RECORDINGS = ["02-no-forward", "02-forward", "02-long-call", "02-external", "02-ddns", "02-vps", "02-vps-symmetric",
-              "02-vps-alg", "02-vps-direct", "02-diagnose-1", "02-diagnose-2", "02-diagnose-3"]
+              "02-vps-alg", "02-vps-direct", "02-two-homes", "02-diagnose-1", "02-diagnose-2", "02-diagnose-3"]
 
 
 @pytest.mark.parametrize("track", TRACKS)
@@ -250,6 +251,7 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
                                      .str.startswith("192.168.").sum()),
              "alg_sdp_addr": "198.51.100.1",
              "alg_media_dst": "198.51.100.1", "lan_direct_dst": "192.168.0.11",
+             "bob_media_dst": "192.168.1.11", "hearing": [],
              "fault": pick_nat_fault()[1], "fix": right_fix(pick_nat_fault()[1])}
     wrong = {"unanswered_registers": 0, "leaked_sdp_addr": "203.0.113.1", "deaf_phone": "bob",
              "my_forwards": "- {proto: udp, ports: 5060, to: 203.0.113.1}",
@@ -259,6 +261,7 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
              "ddns_register_to": "203.0.113.1",
              "rports": {"alice": 5060, "bob": 5060}, "private_left_box": 0, "alg_sdp_addr": "192.168.0.12",
              "alg_media_dst": "198.51.100.10", "lan_direct_dst": "198.51.100.1",
+             "bob_media_dst": "198.51.100.1", "hearing": ["bob"],
              "fault": next(f for f in NAT_FAULTS if f != pick_nat_fault()[1]),
              "fix": "- {proto: udp, ports: 5060, to: 203.0.113.1}"}
     results = checks.evaluate(NAME, right, track=track)
@@ -300,6 +303,15 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     swapped = nbtools.recordings_folder(tmp_path / "swapped", track, RECORDINGS, {"02-vps-direct": "02-vps-alg"})
     failed = {r.id for r in checks.evaluate(NAME, right, track=track, data=swapped) if not r.passed}
     assert "alg-direct-media-lost" in failed
+    # the one-LAN direct-media lab handed in as the two homes' one (no second home, no re-INVITE
+    # there, its second call heard): both two-homes checks fail
+    swapped = nbtools.recordings_folder(tmp_path / "homes", track, RECORDINGS, {"02-two-homes": "02-vps-direct"})
+    failed = {r.id for r in checks.evaluate(NAME, right, track=track, data=swapped) if not r.passed}
+    assert {"two-homes-media-dst", "two-homes-hearing"} <= failed
+    # the other answers for hearing: every list but the measured one fails
+    for other in (["alice"], ["alice", "bob"], "nobody"):
+        judged = checks.evaluate(NAME, {**right, "hearing": other}, track=track)
+        assert not next(r for r in judged if r.id == "two-homes-hearing").passed, other
     # a session object in the student's namespace is never read: fix A's handed in as fix_b
     # changes nothing (the truth is the recording the check opens)
     assert checks.run(NAME, "fix-b-no-private-sdp", {**right, "fix_b": session}).passed

@@ -6,13 +6,15 @@ The notebook's labs, one session per step (the notebook's variable in brackets):
 64*T1 = 32 s after its first 200 OK, RFC 3261 §13.3.1.4), ``02-external`` (forwards + external
 address: ``fix_b``), ``02-ddns`` (the box
 moves, DDNS: ``ddns``), ``02-vps`` (vps-pbx: ``vps``), ``02-vps-symmetric`` (symmetric
-handling: ``sym``), ``02-vps-alg`` (SIP ALG: ``alg``) and ``02-vps-direct`` (direct media:
-ALG on, then off with symmetric handling: ``direct``).  Every truth is read from their
-captures (the Internet side of the box), from the conversations they measured (what each
-phone heard) or from what the lab answered (a REGISTER accepted or not), opened by the checking
-code (``truth.session``); a check also fails when the lab does not show the behaviour the
-exercise is about, whatever the answer.  Predictions (``moved_register``, ``drop_after``,
-``alg_media_dst`` …) are noted in the session's log before the cell that shows the result.
+handling: ``sym``), ``02-vps-alg`` (SIP ALG: ``alg``), ``02-vps-direct`` (direct media:
+ALG on, then off with symmetric handling: ``direct``) and ``02-two-homes`` (two-homes: each
+phone behind its own box, Asterisk's NAT settings on, direct media on then off: ``homes``).
+Every truth is read from their captures (the Internet side of the box; both homes for
+``02-two-homes``), from the conversations they measured (what each phone heard) or from what the
+lab answered (a REGISTER accepted or not), opened by the checking code (``truth.session``); a
+check also fails when the lab does not show the behaviour the exercise is about, whatever the
+answer. Predictions (``moved_register``, ``drop_after``, ``alg_media_dst`` …) are noted in the
+session's log before the cell that shows the result.
 
 Two fixes are the student's own text, judged by *configure* probes on a fresh ``home-pbx`` lab
 built from it (read as data by :mod:`labkit.teaching.nat`): the box's forwards (``my_forwards``:
@@ -41,6 +43,7 @@ from labkit.teaching.nat import (
     nat_overrides,
     pick_nat_fault,
 )
+from labkit.teaching.two_nat import TWO_HOMES_LAB, arp_requests
 
 NB = "02-nat"
 HOME, VPS = ("lan", "internet"), ("lan", "internet")
@@ -55,6 +58,8 @@ ALG = recording(NB, "02-vps-alg", "vps-pbx", capture=VPS).name
 DIAGNOSIS = {fault: recording(NB, f"02-diagnose-{n}", HOME_LAB, capture=HOME, overrides=nat_fault_overrides(fault)).name
              for n, fault in enumerate(NAT_FAULTS, 1)}
 DIRECT = recording(NB, "02-vps-direct", "vps-pbx", capture=("lan",), overrides={"pbx": {"direct_media": True}}).name
+TWO_HOMES = recording(NB, "02-two-homes", TWO_HOMES_LAB, capture=("home-a", "home-b", "internet"),
+                      overrides={"pbx": {"direct_media": True}}).name
 
 
 # -- truths, from the captures and the conversations ----------------------------------------------
@@ -199,6 +204,30 @@ def media_destinations_with_alg(session) -> set[str]:
     with_alg = streams[(streams.first_time < session.marks()["no-alg"]) & streams.src.isin(phones)
                        & (streams.dst != session.address(session.spec.pbx.host))]
     return set(with_alg.dst.astype(str))
+
+
+def home_of(session, phone: str) -> str:
+    """The network of ``phone``'s host (its home, in the two-homes lab)."""
+    host = next(p.host for p in session.spec.phones if p.name == phone)
+    return session.spec.host(host).interfaces[0].network
+
+
+def reinvite_to(session, phone: str) -> str | None:
+    """The ``c=`` address of the first re-INVITE of direct media that Asterisk sent ``phone``,
+    as it arrived on the phone's home network: an INVITE from the PBX whose SDP does not name
+    the PBX itself.  None if Asterisk sent none."""
+    sip = session.table("sip", home_of(session, phone))
+    pbx = session.address(session.spec.pbx.host)
+    invites = sip[(sip.method == "INVITE") & (sip.src == pbx) & (sip.dst == session.address(phone))
+                  & sip.has_sdp.astype(bool) & (sip.sdp_c_addr != pbx)].sort_values("frame")
+    return None if invites.empty else str(invites.sdp_c_addr.iloc[0])
+
+
+def looked_for_at_home(session, phone: str, address: str) -> bool:
+    """Whether ``phone`` asked its own home network who has ``address`` (ARP) and nobody answered."""
+    arp = arp_requests(session.pcap_at(home_of(session, phone)))
+    asked = arp[(arp.asker == session.address(phone)) & (arp.asked == address)]
+    return not asked.empty and not asked.answered.any()
 
 
 def _addr(value) -> str:
@@ -466,6 +495,34 @@ def _lan_direct_media(answer, truth):
         return False, f"in your lab Bob's phone sent RTP to {sorted(expected)} with the ALG off"
     said = _addr(answer["lan_direct_dst"])
     return said in expected, f"you predicted {said}"
+
+
+@check(NB, "two-homes-media-dst", points=1, answers=("bob_media_dst",),
+       hint="the re-INVITE gives Bob the address Alice's phone wrote in its SDP — and Asterisk passes it on as it is")
+def _two_homes_media_dst(answer, truth):
+    session = truth.session(TWO_HOMES)
+    expected = reinvite_to(session, "bob")
+    if expected is None:
+        return False, "in your lab Asterisk did not re-INVITE Bob: direct media was not on"
+    if not looked_for_at_home(session, "bob", expected):
+        return False, f"in your lab Bob's phone did not look for {expected} on its own network in vain"
+    said = _addr(answer["bob_media_dst"])
+    return said == expected, f"you predicted {said}"
+
+
+@check(NB, "two-homes-hearing", points=1, answers=("hearing",),
+       hint="where do Bob's packets go, and can anything at that address in Bob's home reach Alice? And Alice's?")
+def _two_homes_hearing(answer, truth):
+    session = truth.session(TWO_HOMES)
+    if reinvite_to(session, "bob") is None:
+        return False, "in your lab Asterisk did not re-INVITE Bob: direct media was not on"
+    if len(talks(session)) < 2 or not all(heard(session, -1).values()):
+        return False, "in your lab the call with media anchored on Asterisk was not two-way: run the section's cells"
+    said = answer["hearing"]
+    if not isinstance(said, (list, tuple, set)) or not all(isinstance(p, str) for p in said):
+        raise TypeError(f'expected a list of phones ("alice", "bob"), not {said!r}')
+    expected = {phone for phone, yes in heard(session, 0).items() if yes}
+    return {p.strip().lower() for p in said} == expected, f"you predicted {sorted(said)}"
 
 
 # -- the diagnosis: a NAT fault per student ---------------------------------------------------------

@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import copy
+import re
+import time
 from typing import Any
 
 from labkit.errors import LabkitError, LabStateError
-from labkit.spec import load_spec, merge_overrides
+from labkit.spec import load_spec, merge_overrides, stanza
 from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.display import Text
 from labkit.teaching.faults import pick as pick_for_student
@@ -127,8 +129,100 @@ def call_fix_overrides(text: str, fault: str, lab: str = LAB) -> dict:
     return overrides
 
 
+#: What a telecom engineer asks Asterisk first while a call is up: its channels (a B2BUA has
+#: two: the caller's and the callee's) and its bridges (the technology joining them).
+CONSOLE = ("core show channels", "bridge show all")
+#: The lines of Asterisk's log about the media path of a call (all ``ast_verb(4, …)`` in
+#: res_rtp_asterisk.c and bridge_native_rtp.c, Asterisk 16 and 22 alike; logger.conf writes
+#: verbose messages up to level 4 to the lab's log).
+MEDIA_LOG = ("Strict RTP", "RTP bridged", "Remotely bridged", "switching from")
+_LOG_LINE = re.compile(r"^\[[\d-]+ ([\d:.]+)\] VERBOSE\[\d+\](?:\[C-[0-9a-f]+\])? ([\w.]+): (.*)$")
+_POINTER = re.compile(r"0x[0-9a-f]+ -- ")
+
+
+def media_log_lines(text: str, marks: tuple[str, ...] = MEDIA_LOG) -> list[str]:
+    """Asterisk's log lines holding one of ``marks``, as ``time file: message``; the memory
+    address naming an RTP instance becomes ``rtp#1``, ``rtp#2`` … in order of appearance (one
+    instance per stream Asterisk receives, stable from one run to the next)."""
+    names: dict[str, str] = {}
+    out = []
+    for line in text.splitlines():
+        found = _LOG_LINE.match(line.strip())
+        if not found or not any(mark in found.group(3) for mark in marks):
+            continue
+        when, source, message = found.groups()
+        pointer = _POINTER.match(message)
+        if pointer:
+            name = names.setdefault(pointer.group(0), f"rtp#{len(names) + 1}")
+            message = f"{name}: {message[pointer.end():]}"
+        out.append(f"{when} {source}: {message}")
+    return out
+
+
 class FirstCallSession:
     """The first call's diagnosis (a base class of ``Session``)."""
+
+    def configure_direct_media(self, sip_conf: str | None = None, pjsip_conf: str | None = None) -> Text:
+        """Your direct-media lines, applied to the running lab: ``sip_conf`` (``directmedia`` in
+        ``[general]`` or the peers, legacy) or ``pjsip_conf`` (``direct_media`` in the
+        endpoints, modern).  The track's own text is read as data (:func:`direct_media_setting`)
+        into the lab file's ``pbx.direct_media``; Asterisk is rendered again and restarted, the
+        phones register again.  Returns the lines of Asterisk's SIP configuration now in force."""
+        from labkit import tracks
+        config = tracks.get(self.track).sip_config
+        text = sip_conf if config == "sip.conf" else pjsip_conf
+        if text is None:
+            raise DirectMediaTextError(f"This track's Asterisk reads {config}: give its lines "
+                                       f"({'sip_conf' if config == 'sip.conf' else 'pjsip_conf'}=…).")
+        enabled = direct_media_overrides(text, config)["pbx"]["direct_media"]
+        option = "directmedia" if config == "sip.conf" else "direct_media"
+
+        def change():
+            self.lab.reconfigure({"direct_media": enabled})
+            for phone in self.lab.phones:
+                self.lab.phone(phone).register_again()
+            lines = (line.strip() for line in self.lab.pbx.config(config).splitlines())
+            return "\n".join(dict.fromkeys(line for line in lines if line.startswith(option)))
+        try:
+            rendered = self._ask("direct-media-lines", change, direct_media=enabled)
+        except LabStateError:
+            if self.mode != "replay":
+                raise
+            raise DirectMediaTextError(
+                f"Your lines give direct media {'yes' if enabled else 'no (for at least one phone)'}; this "
+                "recording was made from lines that give the opposite, and replay can only show what was "
+                "recorded.", hint="read your lines again, or run the notebook live (as root)") from None
+        return Text(rendered)
+
+    def call_console(self, caller: str = "bob", callee: str = "6000", seconds: float = 3.0,
+                     commands: tuple[str, ...] = CONSOLE):
+        """Like :meth:`call`, and while the call is up (1 s after the answer) Asterisk's CLI is
+        asked ``commands``.  Returns (the RTP statistics per channel, the console's outputs)."""
+        import pandas as pd
+
+        from labkit.teaching.session import _stable
+
+        def place_call():
+            call = self.lab.phone(caller).call(callee).wait_established(10)
+            time.sleep(min(1.0, seconds))
+            console = [{"command": c, "output": _stable(self.lab.pbx.cli(c))} for c in commands]
+            time.sleep(max(0.0, seconds - 1.0))
+            stats = self.lab.pbx.channel_stats()
+            call.hangup()
+            return {"stats": stats, "console": console}
+        result = self._ask("call-console", place_call, caller=caller, callee=callee, seconds=seconds,
+                           commands=list(commands))
+        shown = "\n\n".join(f"*CLI> {c['command']}\n{c['output'].rstrip()}" for c in result["console"])
+        return pd.DataFrame(result["stats"]), Text(shown)
+
+    def media_log(self, *marks: str) -> Text:
+        """What Asterisk logged about the media path (:data:`MEDIA_LOG`: strict RTP, the bridge
+        technology), with the time and the source file of each line."""
+        marks = marks or MEDIA_LOG
+        from labkit.teaching.session import _read_from
+        lines = self._ask("media-log", lambda: media_log_lines(
+            _read_from(self.lab.pbx.log_dir / "messages", 0), marks), marks=list(marks))
+        return Text("\n".join(lines) or "(no such line in Asterisk's log)")
 
     @classmethod
     def call_diagnosis(cls, name: str, lab: str = LAB, *, student: str | None = None,
@@ -156,3 +250,79 @@ class FirstCallSession:
             return "applied"
         self._ask("fix-call", change, fix=dict(sorted(keys.items())))
         return Text("\n".join(f"{FIX_KEYS[k]}: {k} = {v}" for k, v in keys.items()))
+
+
+# -- direct media, as the student writes it (notebook 01, §7) ----------------------------------------
+#: The office's phones: the sections a direct-media line may be written in (besides [general]).
+PHONES = ("6000", "6001")
+#: What a student may write in sip.conf for direct media: a peer's (or [general]'s) directmedia
+#: (Asterisk 16's sip.conf.sample: yes, no, nonat, update, outgoing; this exercise reads yes or no).
+CHAN_SIP_DIRECT = stanza.Rules(options={
+    "directmedia": "yes or no", "type": "friend (or peer)"}, sections=True)
+#: What a student may write in pjsip.conf: an endpoint's direct_media (Asterisk 22's
+#: res_pjsip/pjsip_config.xml: an endpoint option, default yes).
+PJSIP_DIRECT = stanza.Rules(options={"direct_media": "yes or no", "type": "endpoint"}, sections=True)
+#: Asterisk's ast_true()/ast_false() words (main/utils.c).
+_TRUE, _FALSE = ("yes", "true", "y", "t", "1", "on"), ("no", "false", "n", "f", "0", "off")
+
+
+class DirectMediaTextError(LabStateError):
+    """A student's direct-media lines that cannot be read as this exercise's setting."""
+
+
+def direct_media_setting(text: str, config: str) -> dict[str, bool]:
+    """Each phone's direct media (``{"6000": True, "6001": True}``) from the lines a student
+    wrote: ``sip.conf`` (``directmedia`` in ``[general]`` or a peer ``[6000]``/``[6001]``; a
+    peer's line wins over ``[general]``) or ``pjsip.conf`` (``direct_media`` in the endpoints
+    ``[6000]``/``[6001]``).  A phone the text does not name keeps the kit's ``no``."""
+    if config not in ("sip.conf", "pjsip.conf"):
+        raise DirectMediaTextError(f"No direct-media lines for {config!r}.", hint="sip.conf or pjsip.conf")
+    if not isinstance(text, str):
+        raise DirectMediaTextError(f"The lines should be text, not {type(text).__name__}.")
+    legacy = config == "sip.conf"
+    option = "directmedia" if legacy else "direct_media"
+    parsed, problems = stanza.parse(text, CHAN_SIP_DIRECT if legacy else PJSIP_DIRECT)
+    other = "direct_media" if legacy else "directmedia"
+    problems = [(n, f"{other} is the other generation's spelling: {config} says {option}"
+                 if m.startswith(f"'{other}'") else
+                 "start with a section header: [6000], [6001]" + (" or [general]" if legacy else "")
+                 if m.startswith("start with a section") else m) for n, m in problems]
+    if problems:
+        raise DirectMediaTextError(f"Your {config} lines are not valid here: " + "; ".join(
+            f"line {n}: {m}" for n, m in problems[:4]))
+    allowed = (("general",) if legacy else ()) + PHONES
+    wrong = [s for s in parsed.sections() if s not in allowed]
+    if wrong:
+        where = "[general] or a phone's peer" if legacy else "a phone's endpoint"
+        raise DirectMediaTextError(f"[{wrong[0]}]: write {option} in {where}: "
+                                   + ", ".join(f"[{s}]" for s in allowed))
+    kind = {s: v for s, k, v in parsed.lines if k == "type"}
+    for section, value in kind.items():
+        expected = ("friend", "peer") if legacy else ("endpoint",)
+        if section == "general" or value not in expected:
+            raise DirectMediaTextError(f"[{section}] type = {value}: direct media is set on "
+                                       + ("a peer (type = friend)" if legacy else "an endpoint (type = endpoint)"))
+    values: dict[str, bool] = {}
+    for section, key, value in parsed.lines:
+        if key != option:
+            continue
+        word = value.strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise DirectMediaTextError(f"{option} = {value}: this exercise reads yes or no"
+                                       + (" (nonat, update and outgoing are chan_sip's variants of yes)"
+                                          if legacy else ""))
+        values[section] = word in _TRUE
+    if not values:
+        raise DirectMediaTextError(f"No {option} line: write `{option} = …` under "
+                                   + ("[general] or [6000] and [6001]" if legacy else "[6000] and [6001]"))
+    general = values.get("general", False)
+    return {phone: values.get(phone, general) for phone in PHONES}
+
+
+def direct_media_overrides(text: str, config: str) -> dict:
+    """The lab file's ``pbx.direct_media`` from the student's lines: on only when both phones
+    allow it (Asterisk bridges the media natively between two channels that both allow it; with
+    one ``no`` the media stays anchored on Asterisk)."""
+    phones = direct_media_setting(text, config)
+    return {"pbx": {"direct_media": all(phones.values())}}
+

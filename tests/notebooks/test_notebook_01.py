@@ -24,17 +24,19 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     from_bob = direct.streams[direct.streams.src == "192.168.0.12"].sort_values("packets").iloc[-1]
     right = {"alice_audio_from": f"{to_alice.src}:{to_alice.sport}", "n_streams": len(anchored.streams),
              "n_legs": 2, "reinvite_sdp_addr": f"{from_bob.dst}:{from_bob.dport}",
-             "bob_rtp_to": f"{from_bob.dst}:{from_bob.dport}", "n_reinvites": 3}
+             "bob_rtp_to": f"{from_bob.dst}:{from_bob.dport}", "n_reinvites": 3, "n_channels_direct": 2,
+             "direct_sip": RIGHT_DIRECT["legacy"], "direct_pjsip": RIGHT_DIRECT["modern"]}
     wrong = {"alice_audio_from": "192.168.0.10", "n_streams": 2, "n_legs": 1,   # the address alone: not enough
              "reinvite_sdp_addr": "192.168.0.11", "bob_rtp_to": f"192.168.0.10:{to_alice.sport}",
-             "n_reinvites": 0}
+             "n_reinvites": 0, "n_channels_direct": 0,
+             "direct_sip": "[general]\nallow = ulaw\n", "direct_pjsip": "[general]\ndirect_media = yes\n"}
     from labkit.teaching.first_call import CALL_FAULTS, pick_call_fault
     fault = pick_call_fault()[1]
     right |= {"fault": fault, "fix": RIGHT_CALL_FIX[fault]}
     wrong |= {"fault": next(f for f in CALL_FAULTS if f != fault), "fix": "secret: Qv7-sample-42"}
     results = checks.evaluate("01-first-call", right, track=track)
     # The probe measures a live lab (the live tests run it); here it is not run.
-    assert {r.id for r in results if r.not_run} == {"diagnose-fixed"}
+    assert {r.id for r in results if r.not_run} == {"diagnose-fixed", "direct-media-lines"}
     assert [r.id for r in results if not r.passed and not r.not_run] == []
     assert [r.id for r in checks.evaluate("01-first-call", wrong, track=track) if r.passed] == []
     # The fix's text is read as data before any lab: the right one passes, a wrong one is refused.
@@ -107,3 +109,27 @@ def test_live_each_call_diagnosis_fault_breaks_the_call_and_only_its_own_fix_men
     assert not passed, detail
     passed, detail = probes.measure(check, RIGHT_CALL_FIX[fault], track, name=probes.lab_name(), student=student)
     assert passed, detail
+
+
+# -- configure: direct media from the student's lines ------------------------------------------------
+RIGHT_DIRECT = {"legacy": "[general]\ndirectmedia = yes\n",
+                "modern": "[6000]\ndirect_media = yes\n[6001]\ndirect_media = yes\n"}
+#: Valid lines that leave the media on Asterisk: the kit's own default (the report's fix), and
+#: direct media allowed for one phone only.
+WRONG_DIRECT = {"legacy": "[6000]\ndirectmedia = yes\n",
+                "modern": "[6000]\ndirect_media = no\n[6001]\ndirect_media = no\n"}
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(("track", "right"), [("legacy", True), ("modern", False)])
+def test_live_direct_media_lines_graded_by_their_probe(track, right):
+    """On a fresh first-call lab from the student's lines (tracks alternate): the right lines
+    make Asterisk re-INVITE both phones and the RTP flow phone to phone; lines that leave a
+    phone anchored keep the media on Asterisk, and the probe says so."""
+    from labkit.grading import checks, probes
+    check = checks.find("01-first-call", "direct-media-lines")
+    text = (RIGHT_DIRECT if right else WRONG_DIRECT)[track]
+    passed, detail = probes.measure(check, text, track, name=probes.lab_name())
+    assert passed is right, detail
+    if not right:
+        assert "no re-INVITE" in detail, detail

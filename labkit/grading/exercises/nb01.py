@@ -1,22 +1,33 @@
 """Checks of ``notebooks/01-first-call.ipynb``.
 
 The notebook's sessions: ``01-first-call`` (the call with media anchored on Asterisk,
-``session`` in the notebook) and ``01-direct-media`` (the direct-media variant, ``direct``);
+``session`` in the notebook) and ``01-direct-media`` (the direct-media variant, ``direct``,
+started from the student's own direct-media lines: the ``direct-media-lines`` probe grades them
+on a lab of its own);
 every truth is read from their captures, opened by the checking code (``truth.session``).
 Addresses are asked as ``"address:port"`` (the address alone is on screen from the first cell;
 the port is only in the raw SDP or the streams, which the notebook prints after the checks).
 """
 from __future__ import annotations
 
+from labkit import tracks
+from labkit.errors import LabkitError
 from labkit.grading import diagnosis
 from labkit.grading.checks import check, configure, recording
 from labkit.teaching.faults import student_id
-from labkit.teaching.first_call import CALL_FAULTS, call_fault_overrides, call_fix_overrides, pick_call_fault
+from labkit.teaching.first_call import (
+    CALL_FAULTS,
+    call_fault_overrides,
+    call_fix_overrides,
+    direct_media_overrides,
+    direct_media_setting,
+    pick_call_fault,
+)
 
 NB = "01-first-call"
 ANCHORED, DIRECT = "01-first-call", "01-direct-media"
 recording(NB, ANCHORED, lab="first-call")
-recording(NB, DIRECT, lab="first-call", overrides={"pbx": {"direct_media": True}})
+recording(NB, DIRECT, lab="first-call")  # direct media switched on by the student's lines
 #: The diagnosis labs, one recording per fault (``01-diagnose-<n>``, n from 1 as in CALL_FAULTS).
 DIAGNOSIS = {fault: recording(NB, f"01-diagnose-{n}", lab="first-call", overrides=call_fault_overrides(fault)).name
              for n, fault in enumerate(CALL_FAULTS, 1)}
@@ -128,6 +139,21 @@ def _reinvite_count(answer, truth):
     return _int(answer["n_reinvites"]) == reinvites(truth.session(DIRECT)), ""
 
 
+def channels_during_call(session) -> int:
+    """Channels ``core show channels`` listed while the session's call was up (its recording)."""
+    import re
+    console = session.recorder.results("call-console")[0]["console"]
+    output = next(c["output"] for c in console if c["command"] == "core show channels")
+    return int(re.search(r"(\d+) active channels?", output).group(1))
+
+
+# Hidden: a prediction, graded later (the console is shown right after).
+@check(NB, "direct-channels", points=1, hidden=True, answers=("n_channels_direct",),
+       hint="the media bypasses Asterisk; does the signalling? how many calls does a B2BUA hold for Bob → Alice?")
+def _direct_channels(answer, truth):
+    return _int(answer["n_channels_direct"]) == channels_during_call(truth.session(DIRECT)), ""
+
+
 # -- the diagnosis: a fault of the first call per student --------------------------------------------
 PROBE_TIMEOUT = 90
 
@@ -166,3 +192,63 @@ def bob_calls_alice(lab):
                 "media, a word in quotes) — the one that undoes your fault")
 def _diagnose_fixed(lab):
     return bob_calls_alice(lab)
+
+
+# -- configure: direct media, from the lines the student wrote ------------------------------------------
+def apply_direct_media(text: str, track) -> dict:
+    """The student's direct-media lines (the track's file) as the lab file's ``pbx.direct_media``."""
+    return direct_media_overrides(text, track.sip_config)  # a DirectMediaTextError is the refusal
+
+
+def media_went_direct(lab):
+    """A call Bob → Alice: Asterisk re-INVITEd both phones, and the RTP flowed phone to phone
+    (both directions, from the capture), and each heard the other."""
+    from labkit import analysis
+    from labkit.lab.conversation import talk
+    if not lab.phone("bob").register_again():
+        return False, "Bob's REGISTER was not accepted"
+    with lab.capture("lan", name="probe-direct") as capture:
+        conversation = talk(lab, "bob", "6000", seconds=2)
+    if not conversation.two_way:
+        return False, f"the call was not two-way: {conversation.summary()}"
+    pcap = capture.files["lan"]
+    pbx, bob, alice = (str(lab.spec.address_of(h)) for h in (lab.spec.pbx.host, "bob", "alice"))
+    sip = analysis.sip_messages(pcap)
+    sent = sip[(sip.method == "INVITE") & (sip.src == pbx) & (sip.to_tag.fillna("") != "")]
+    reinvited = {dst for dst in sent.dst if dst in (bob, alice)}
+    if reinvited != {bob, alice}:
+        return False, ("Asterisk sent no re-INVITE: the media stayed anchored on it" if not reinvited
+                       else f"Asterisk re-INVITEd only {', '.join(sorted(reinvited))}")
+    streams = analysis.rtp_streams(pcap)
+    streams = streams[streams.packets >= MIN_PACKETS]
+    direct = {(s, d) for s, d in zip(streams.src, streams.dst) if {s, d} == {bob, alice}}
+    if len(direct) < 2:
+        through = int((streams.src == pbx).sum() + (streams.dst == pbx).sum())
+        return False, (f"the re-INVITEs went out, but the RTP did not flow phone to phone "
+                       f"({through} streams via Asterisk)")
+    return True, "Asterisk re-INVITEd both phones and the RTP flowed Bob ↔ Alice"
+
+
+@check(NB, "direct-media-lines-read", points=1, answers=("direct_sip", "direct_pjsip"),
+       hint="sip.conf: directmedia in [general] (or in both peers [6000] and [6001]); pjsip.conf: "
+            "direct_media in both endpoints [6000] and [6001]")
+def _direct_media_lines_read(answer, truth):
+    """The track's text read as data (no lab): both phones allow direct media."""
+    config = tracks.get(truth.track).sip_config
+    try:
+        phones = direct_media_setting(answer["direct_sip" if config == "sip.conf" else "direct_pjsip"], config)
+    except LabkitError as exc:
+        return False, exc.message
+    anchored = [phone for phone, allowed in phones.items() if not allowed]
+    if anchored:
+        return False, (f"read as: direct media no for {', '.join(anchored)}: the media of a call "
+                       "with it stays on Asterisk")
+    return True, f"read as: direct media yes for {' and '.join(phones)}"
+
+
+@configure(NB, "direct-media-lines", answer={"sip.conf": "direct_sip", "pjsip.conf": "direct_pjsip"},
+           lab="first-call", apply=apply_direct_media, points=2, timeout=PROBE_TIMEOUT, wait_registered=True,
+           hint="sip.conf: directmedia in [general] (or in both peers [6000] and [6001]); pjsip.conf: "
+                "direct_media in both endpoints [6000] and [6001]; the value that lets media bypass Asterisk")
+def _direct_media_lines(lab):
+    return media_went_direct(lab)

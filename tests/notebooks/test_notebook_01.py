@@ -133,3 +133,17 @@ def test_live_direct_media_lines_graded_by_their_probe(track, right):
     assert passed is right, detail
     if not right:
         assert "no re-INVITE" in detail, detail
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_direct_media_lines_replay_only_what_was_recorded(track):
+    """In replay, the right lines apply the recorded change (the option as rendered); lines that
+    leave the media anchored are not shown the recorded direct-media lab: they are told why."""
+    from labkit.teaching.first_call import DirectMediaTextError
+    from labkit.teaching.session import Session
+    direct = Session.start("01-direct-media", track=track, mode="replay")
+    config = "sip_conf" if track == "legacy" else "pjsip_conf"
+    with pytest.raises(DirectMediaTextError, match="replay can only show what was recorded"):
+        direct.configure_direct_media(**{config: WRONG_DIRECT[track]})
+    shown = str(direct.configure_direct_media(**{config: RIGHT_DIRECT[track]}))
+    assert shown.replace(" ", "") == ("directmedia=yes" if track == "legacy" else "direct_media=yes")

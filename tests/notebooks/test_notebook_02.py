@@ -371,3 +371,16 @@ def test_live_each_fault_breaks_the_call_and_only_its_own_fix_mends_it(fault):
 # -- the student version: solutions removed, the notebook still goes to the end ------------------
 def test_student_version_fails_checks_gracefully():
     assert_student_version_degrades_gracefully(NAME, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_arp_requests_of_bobs_home(track):
+    """The two homes' recording, read by labkit.teaching.two_nat.arp_requests: with direct media,
+    Bob's phone asked its own network for Alice's private address, again and again, in vain; his box
+    (192.168.1.254) answered the only other question."""
+    from labkit.teaching.two_nat import arp_requests
+    arp = arp_requests(DATA / "captures" / f"02-two-homes-{track}-home-b.pcap")
+    asked = {row.asked: (row.requests, row.answered) for row in arp[arp.asker == "192.168.1.12"].itertuples()}
+    assert asked["192.168.1.11"][0] >= 3 and asked["192.168.1.11"][1] is False
+    assert asked["192.168.1.254"][1] is True
+    assert list(arp.columns) == ["asker", "asked", "requests", "first_time", "answered"]

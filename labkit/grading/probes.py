@@ -182,6 +182,25 @@ def can_run_here() -> tuple[bool, str]:
     return True, ""
 
 
+def registers_and_answers(lab, phone: str, extension: str, caller: str) -> tuple[bool, str]:
+    """A probe for an account the student wrote: ``phone`` registers (its REGISTER answered
+    ``200 OK``), Asterisk has its contact at the phone's address, and a call from ``caller`` to
+    ``extension`` reaches it and is two-way."""
+    from labkit.lab.conversation import talk
+    if not lab.phone(phone).register_again():
+        return False, f"{phone}'s REGISTER was not accepted"
+    ours = next((p.extension for p in lab.spec.phones if p.name == phone), None)
+    contact = lab.pbx.registered().get(ours or "")
+    if contact is None or str(lab.spec.address_of(lab.spec.phone(phone).host)) not in contact:
+        return False, f"Asterisk has no registration of {phone}'s phone for {ours}"
+    if ours != extension:
+        return False, f"{phone} registered as {ours}: a call to {extension} cannot reach her"
+    conversation = talk(lab, caller, extension, seconds=2)
+    if not conversation.two_way:
+        return False, f"the call {caller} → {extension} was not two-way: {conversation.summary()}"
+    return True, f"{phone} registered, and the call {caller} → {extension} was answered, two-way"
+
+
 def lab_name() -> str:
     """A lab name no other probe uses (checked against the labs recorded on this machine)."""
     from labkit.state import LabRecord

@@ -114,6 +114,11 @@ class Endpoint(_Strict):
         default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.~+/=@%!-]+$",
         description="Digest password; a random one is drawn per lab when omitted.")
     context: str = Field(default="work", pattern=r"^[A-Za-z0-9_-]+$")
+    qualify: int = Field(
+        default=0, ge=0, le=3600,
+        description="Seconds between the OPTIONS Asterisk sends the registered phone to see that it "
+                    "answers (chan_sip qualify=yes + qualifyfreq, PJSIP the aor's qualify_frequency); "
+                    "0: none, the phone is not monitored.")
 
     @property
     def auth_user(self) -> str:

@@ -7,15 +7,21 @@
   (:func:`labkit.teaching.faults.pick`): each one keeps Bob's phone (6001) from registering, on
   both tracks, with its own trace on the wire;
 * :meth:`~OrientationSession.fix_registration` applies the student's fix: lab-file lines (YAML),
-  one key of :data:`FIX_KEYS` a line, for Bob's phone (:func:`read_fix`), checked by the lab model.
+  one key of :data:`FIX_KEYS` a line, for Bob's phone (:func:`read_fix`), checked by the lab model;
+* :meth:`~OrientationSession.with_carol` starts the lab with a third phone, Carol, and
+  :meth:`~OrientationSession.add_account` gives her the account the student wrote as a
+  ``sip.conf`` peer or ``pjsip.conf`` endpoint + auth + aor: the text is read as data
+  (:func:`account_settings`, :mod:`labkit.spec.stanza`), never written as it is into Asterisk's
+  files; the kit renders the account from the lab model, and Carol's phone gets its password.
 """
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from labkit.errors import LabkitError, LabStateError
-from labkit.spec import load_spec, merge_overrides
+from labkit.spec import load_spec, merge_overrides, stanza
 from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.display import Text
 from labkit.teaching.faults import pick as pick_for_student
@@ -147,6 +153,196 @@ def registration_fix_overrides(text: str, fault: str, lab: str = LAB) -> dict:
     return overrides
 
 
+# -- configure: Carol's account, written by the student ------------------------------------------
+CAROL, CAROL_ADDRESS = "carol", "192.168.0.13"
+#: Values of an account's lines: a caller ID's quotes and brackets too (each value then goes
+#: through the lab model's own pattern: a secret, a context, an extension).
+_ACCOUNT_VALUE = re.compile(r'^[A-Za-z0-9 _.,:/@+=!*<>"%~-]*$')
+_CODECS = "codecs, accepted as written but not rendered: every account of the lab gets the lab's (ulaw, alaw)"
+CHAN_SIP_ACCOUNT = stanza.Rules(options={
+    "type": "friend (a peer that registers, calls and is called)",
+    "host": "dynamic (the address is learnt from the REGISTER)",
+    "secret": "the account's password",
+    "context": "the dialplan context of the phone's calls",
+    "callerid": '"Name" <extension>',
+    "disallow": _CODECS, "allow": _CODECS,
+}, sections=True, value_pattern=_ACCOUNT_VALUE)
+PJSIP_ACCOUNT = stanza.Rules(options={
+    "type": "endpoint, auth or aor",
+    "context": "the dialplan context of the phone's calls (endpoint)",
+    "auth": "the name of the auth section (endpoint)",
+    "aors": "the name of the aor section (endpoint)",
+    "callerid": '"Name" <extension> (endpoint)',
+    "disallow": _CODECS, "allow": _CODECS,
+    "auth_type": "userpass (auth)",
+    "username": "the digest login (auth)",
+    "password": "the account's password (auth)",
+    "max_contacts": "how many phones may register at once (aor)",
+    "remove_existing": "yes: a new registration replaces the oldest (aor)",
+}, sections=True, value_pattern=_ACCOUNT_VALUE)
+_ACCOUNT_RULES = {"sip.conf": CHAN_SIP_ACCOUNT, "pjsip.conf": PJSIP_ACCOUNT}
+
+
+class AccountTextError(LabStateError):
+    """Account lines the exercise cannot read (the message says why)."""
+
+
+def _blocks(parsed: stanza.Stanza) -> list[tuple[str, dict[str, str]]]:
+    """The sections in their order, as (name, options); a ``type`` line in a section that already
+    has one starts another (PJSIP's endpoint and aor may share a name)."""
+    out: list[tuple[str, dict[str, str]]] = []
+    for section, option, value in parsed.lines:
+        if not out or out[-1][0] != section or (option == "type" and "type" in out[-1][1]):
+            out.append((section, {}))
+        out[-1][1][option] = value
+    return out
+
+
+def _extension(name: str, what: str) -> str:
+    if not re.fullmatch(r"[0-9]{2,8}", name):
+        raise AccountTextError(f"[{name}]: {what} is named after the user that registers, the extension "
+                               "(2 to 8 digits), e.g. [6002]")
+    return name
+
+
+def _display_name(options: dict[str, str]) -> str | None:
+    value = options.get("callerid")
+    if value is None:
+        return None
+    found = re.fullmatch(r'"?([^"<>]*?)"?\s*<([0-9]{2,8})>', value.strip())
+    if not found or not found.group(1).strip():
+        raise AccountTextError(f'callerid = {value}: write "Name" <extension>, e.g. "Carol" <6002>')
+    return found.group(1).strip()
+
+
+def _codecs(options: dict[str, str]) -> None:
+    for key in ("disallow", "allow"):
+        for codec in filter(None, (c.strip() for c in options.get(key, "").split(","))):
+            if codec not in ("all", "ulaw", "alaw", "g722"):
+                raise AccountTextError(f"{key} = {codec}: this lab's Asterisk knows all, ulaw, alaw, g722")
+
+
+def _read_peer(blocks) -> dict:
+    if len(blocks) != 1:
+        raise AccountTextError(f"write one peer section, e.g. [6002] (found {len(blocks)} sections)")
+    name, options = blocks[0]
+    extension = _extension(name, "a chan_sip peer")
+    kind = options.get("type")
+    if kind not in ("friend", "peer"):
+        raise AccountTextError(f"type = {kind or '(missing)'}: a phone that registers and is called is a friend "
+                               "(type = friend; a user cannot register)")
+    if options.get("host") != "dynamic":
+        raise AccountTextError(f"host = {options.get('host', '(missing)')}: chan_sip refuses the REGISTER of a "
+                               "peer that is not host = dynamic (its address is learnt from the REGISTER)")
+    for key in ("secret", "context"):
+        if not options.get(key):
+            raise AccountTextError(f"{key} = … is missing in [{name}]")
+    _codecs(options)
+    return {"extension": extension, "secret": options["secret"], "context": options["context"],
+            "name": _display_name(options)}
+
+
+def _read_endpoint(blocks) -> dict:
+    by_type: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    for name, options in blocks:
+        kind = options.get("type")
+        if kind not in ("endpoint", "auth", "aor"):
+            raise AccountTextError(f"[{name}]: type = {kind or '(missing)'}; a phone's account is three sections, "
+                                   "type = endpoint, type = auth and type = aor")
+        by_type.setdefault(kind, []).append((name, options))
+    missing = [k for k in ("endpoint", "auth", "aor") if len(by_type.get(k, [])) != 1]
+    if missing:
+        raise AccountTextError("write one section of each type, endpoint, auth and aor (not one: "
+                               f"{', '.join(missing)})")
+    (name, endpoint), (auth_name, auth), (aor_name, aor) = (by_type[k][0] for k in ("endpoint", "auth", "aor"))
+    extension = _extension(name, "the endpoint")
+    if endpoint.get("auth") != auth_name:
+        raise AccountTextError(f"auth = {endpoint.get('auth', '(missing)')} in the endpoint: it names the auth "
+                               f"section, [{auth_name}]")
+    if endpoint.get("aors") != aor_name:
+        raise AccountTextError(f"aors = {endpoint.get('aors', '(missing)')} in the endpoint: it names the aor "
+                               f"section, [{aor_name}]")
+    if aor_name != extension:
+        raise AccountTextError(f"[{aor_name}]: PJSIP finds the aor of a REGISTER by the user in its To header: "
+                               f"name the aor like the endpoint, [{extension}]")
+    if not endpoint.get("context"):
+        raise AccountTextError(f"context = … is missing in the endpoint [{name}]")
+    if auth.get("auth_type", "userpass") != "userpass":
+        raise AccountTextError(f"auth_type = {auth['auth_type']}: a password login is userpass")
+    if auth.get("username") != extension:
+        raise AccountTextError(f"username = {auth.get('username', '(missing)')}: the phone logs in with its "
+                               f"extension, {extension}")
+    if not auth.get("password"):
+        raise AccountTextError(f"password = … is missing in [{auth_name}]")
+    contacts = aor.get("max_contacts", "0")
+    if not contacts.isdigit() or int(contacts) < 1:
+        raise AccountTextError(f"max_contacts = {contacts} in the aor: PJSIP refuses every REGISTER to an aor "
+                               "without contacts (its default is 0); 1 for one phone")
+    _codecs(endpoint)
+    return {"extension": extension, "secret": auth["password"], "context": endpoint["context"],
+            "name": _display_name(endpoint)}
+
+
+def account_settings(text: str, config: str) -> dict:
+    """Extension, secret, context and display name of the account a student wrote: a ``sip.conf``
+    peer, or a ``pjsip.conf`` endpoint + auth + aor."""
+    if config not in _ACCOUNT_RULES:
+        raise AccountTextError(f"No account lines for {config!r}: sip.conf or pjsip.conf.")
+    if not isinstance(text, str) or not text.strip():
+        raise AccountTextError(f"The account should be text: the lines of {config}, section headers included.")
+    parsed, problems = stanza.parse(text, _ACCOUNT_RULES[config])
+    if problems:
+        raise AccountTextError(f"Your {config} lines are not valid here: " + "; ".join(
+            f"line {n}: {m}" for n, m in problems[:4]))
+    blocks = _blocks(parsed)
+    return _read_peer(blocks) if config == "sip.conf" else _read_endpoint(blocks)
+
+
+#: The password of Carol's phone before her account is written: not the one of any account.
+UNSET_PASSWORD = "no-account-yet"
+
+
+def _office(account: dict | None, lab: str) -> dict:
+    """The lab with a third host and phone, Carol's: with ``account`` on Asterisk and her phone
+    using its password; without it, an account 6002 of the kit's whose password her phone lacks."""
+    spec = load_spec(lab)
+    network = spec.host(spec.pbx.host).interfaces[0].network
+    if account is None:
+        endpoint = {"extension": "6002", "name": "Carol", "context": spec.pbx.endpoints[-1].context}
+        phone = {"name": CAROL, "host": CAROL, "extension": "6002", "password": UNSET_PASSWORD}
+    else:
+        endpoint = {"extension": account["extension"], "name": account["name"] or "Carol",
+                    "secret": account["secret"], "context": account["context"]}
+        phone = {"name": CAROL, "host": CAROL, "extension": account["extension"]}
+    return {
+        "hosts": [h.model_dump(mode="json", exclude_defaults=True) for h in spec.hosts]
+        + [{"name": CAROL, "interfaces": [{"network": network, "address": CAROL_ADDRESS}]}],
+        "pbx": {"endpoints": [e.model_dump(mode="json", exclude_defaults=True) | {"context": e.context}
+                              for e in spec.pbx.endpoints] + [endpoint]},
+        "phones": [p.model_dump(mode="json", exclude_defaults=True) for p in spec.phones] + [phone],
+    }
+
+
+def office_overrides(lab: str = LAB) -> dict:
+    """The lab with Carol's host and phone, before the student wrote her account."""
+    return _office(None, lab)
+
+
+def account_overrides(text: str, config: str, lab: str = LAB) -> dict:
+    """The lab with Carol's host and phone, and the account the student wrote on Asterisk (her
+    phone configured with its password), checked by the lab model."""
+    account = account_settings(text, config)
+    taken = {e.extension: e.name for e in load_spec(lab).pbx.endpoints}
+    if account["extension"] in taken:
+        raise AccountTextError(f"[{account['extension']}] is {taken[account['extension']]}'s extension already")
+    overrides = _office(account, lab)
+    try:
+        load_spec(lab, overrides)
+    except LabkitError as exc:
+        raise AccountTextError(f"Your account does not make a valid lab file: {exc.message}") from None
+    return overrides
+
+
 class OrientationSession:
     """Notebook 00's part of a session (registration, the peers' state, its diagnosis lab)."""
 
@@ -159,6 +355,55 @@ class OrientationSession:
         number, fault = pick_registration_fault(student)
         return cls.start(f"{name}-{number}", lab, track=track, mode=mode, capture=capture,
                          overrides=registration_fault_overrides(fault, lab), wait_registered=False)
+
+    @classmethod
+    def with_carol(cls, name: str, lab: str = LAB, *, track: str | None = None, mode: str | None = None):
+        """The lab with Carol's host (192.168.0.13) and softphone, waiting for her account
+        (:meth:`add_account`): until then her phone's password is nobody's."""
+        return cls.start(name, lab, track=track, mode=mode, overrides=office_overrides(lab),
+                         wait_registered=False)
+
+    def add_account(self, sip_conf: str | None = None, pjsip_conf: str | None = None) -> Text:
+        """Carol's account as you wrote it — ``sip_conf`` (a peer) on the legacy track,
+        ``pjsip_conf`` (endpoint + auth + aor) on the modern one — read as data into the lab file;
+        Asterisk is configured again and restarted, and Carol's phone with your password."""
+        from labkit import tracks
+        config = tracks.get(self.track).sip_config
+        text = sip_conf if config == "sip.conf" else pjsip_conf
+        overrides = account_overrides(text, config, self.lab_name)
+        account = overrides["pbx"]["endpoints"][-1]
+
+        def change():
+            # A lab's secrets are drawn once, at its start: the new account's is written in.
+            self.lab.credentials.secrets[account["extension"]] = account["secret"]
+            self.lab.reconfigure(pbx={"endpoints": overrides["pbx"]["endpoints"]}, phones=overrides["phones"])
+            _restart_phone(self.lab, self.lab.spec, CAROL)
+            return "applied"
+        self._ask("add-account", change, config=config)
+        self.overrides = overrides
+        return Text(f"{config}: extension {account['extension']} ({account['name']}), context "
+                    f"{account['context']}, a password of {len(account['secret'])} characters")
+
+    def qualify_phone(self, extension: str = "6000", seconds: int = 2) -> Text:
+        """Asterisk sends the phone of ``extension`` an OPTIONS every ``seconds`` (chan_sip
+        ``qualify = yes`` + ``qualifyfreq``, PJSIP the aor's ``qualify_frequency``): the lab file's
+        ``qualify`` of that endpoint; Asterisk is configured again and restarted."""
+        endpoints = [e.model_dump(mode="json", exclude_defaults=True) | {"context": e.context}
+                     | ({"qualify": seconds} if e.extension == extension else {})
+                     for e in load_spec(self.lab_name, self.overrides).pbx.endpoints]
+        if not any(e["extension"] == extension for e in endpoints):
+            raise LabStateError(f"No extension {extension} in this lab.")
+        changes = {"pbx": {"endpoints": endpoints}}
+        overrides = merge_overrides(copy.deepcopy(self.overrides or {}), changes)
+        load_spec(self.lab_name, overrides)
+
+        def change():
+            self.lab.reconfigure(**changes)
+            return "applied"
+        self._ask("qualify-phone", change, extension=extension, seconds=seconds)
+        self.overrides = overrides
+        lines = ({"legacy": f"qualify = yes\nqualifyfreq = {seconds}", "modern": f"qualify_frequency = {seconds}"})
+        return Text(f"{extension}: {lines[self.track]}")
 
     def fix_registration(self, fix: str) -> Text:
         """Your fix, as lab-file lines for Bob's phone (``password: …``, ``user: …``,
@@ -174,18 +419,19 @@ class OrientationSession:
 
         def change():
             self.lab.reconfigure(**changes)
-            _restart_phone(self.lab, spec)
+            _restart_phone(self.lab, spec, PHONE)
             return "applied"
         self._ask("fix-registration", change, fix=dict(sorted(keys.items())))
         self.overrides = merge_overrides(base, changes)
         return Text("\n".join(f"{FIX_KEYS[k]}: {k} = {v}" for k, v in keys.items()))
 
 
-def _restart_phone(lab, spec) -> None:
-    """Bob's softphone rendered again from ``spec`` and restarted (softphones do not follow
+def _restart_phone(lab, spec, name: str) -> None:
+    """Phone ``name`` rendered again from ``spec`` and restarted (softphones do not follow
     ``Lab.reconfigure``: only the PBX and the sections' services do)."""
-    phone, entry = lab.phone(PHONE), spec.phone(PHONE)
+    phone, entry = lab.phone(name), spec.phone(name)
     endpoint = spec.endpoint(entry.extension)
+    phone.extension, phone.display = endpoint.extension, endpoint.name
     phone.secret = entry.password or lab.credentials.secrets[endpoint.extension]
     phone.user = entry.user or endpoint.extension
     phone.registrar = entry.registrar or str(spec.address_of(spec.pbx.host))

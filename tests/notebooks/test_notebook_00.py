@@ -26,10 +26,12 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
              "rtp_range": "yes", "register_counts": {"alice": 1, "bob": 1}, "challenge_status": 407}
     from labkit.teaching.orientation import pick_registration_fault
     fault = pick_registration_fault()[1]
-    right |= {"fault": fault, "fix": right_registration_fix(fault)}
-    wrong |= {"fault": next(f for f in FAULTS if f != fault), "fix": "secret: Qv7-sample-42"}
+    right |= {"fault": fault, "fix": right_registration_fix(fault), "carol_sip": CAROL["sip.conf"],
+              "carol_pjsip": CAROL["pjsip.conf"]}
+    wrong |= {"fault": next(f for f in FAULTS if f != fault), "fix": "secret: Qv7-sample-42",
+              "carol_sip": "[6002]\nnat = yes\n", "carol_pjsip": "[6002]\ntype = endpoint\n"}
     results = checks.evaluate("00-orientation", right, track=track)
-    assert {r.id for r in results if r.not_run} == {"diagnose-fixed"}  # a live probe: not run here
+    assert {r.id for r in results if r.not_run} == {"diagnose-fixed", "carol-account"}  # live probes
     assert all(r.passed for r in results if not r.not_run)
     assert not any(r.passed for r in checks.evaluate("00-orientation", wrong, track=track))
     # a missing variable is a readable failure, not a crash
@@ -124,3 +126,40 @@ def test_live_each_registration_fault_keeps_bob_out_and_only_its_own_fix_mends_i
     passed, detail = probes.measure(check, right_registration_fix(fault), track, name=probes.lab_name(),
                                     student=student)
     assert passed, detail
+
+
+# -- configure: Carol's account from the student's lines ------------------------------------------------
+CAROL = {"sip.conf": "[6002]\ntype = friend\nhost = dynamic\nsecret = Carol-lab-2026.pw\ncontext = work\n",
+         "pjsip.conf": "[6002]\ntype = endpoint\ncontext = work\nauth = 6002-auth\naors = 6002\n\n"
+                       "[6002-auth]\ntype = auth\nauth_type = userpass\nusername = 6002\npassword = Carol-lab-2026.pw\n\n"
+                       "[6002]\ntype = aor\nmax_contacts = 1\n"}
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_carol_account_is_read_as_data_before_any_lab(track):
+    from labkit import tracks
+    from labkit.errors import LabkitError
+    from labkit.grading import checks, probes
+    probe = checks.find("00-orientation", "carol-account").probe
+    config = tracks.get(track).sip_config
+    assert probes.validate(probe, CAROL[config], track)["phones"][-1] == {"name": "carol", "host": "carol",
+                                                                          "extension": "6002"}
+    with pytest.raises(LabkitError, match="not one of the options"):
+        probes.validate(probe, CAROL[config] + "\nexten = 6002,1,Hangup()\n", track)
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(("track", "right"), [("legacy", True), ("modern", False), ("modern", True)])
+def test_live_carol_account_graded_by_its_probe(track, right):
+    """On a fresh lab from the student's lines: the right account registers and Bob's call to
+    6002 is two-way; a valid account under another extension (6020) registers, but 6002 is
+    nobody's, and the probe says so."""
+    from labkit import tracks
+    from labkit.grading import checks, probes
+    config = tracks.get(track).sip_config
+    text = CAROL[config] if right else CAROL[config].replace("6002", "6020")
+    passed, detail = probes.measure(checks.find("00-orientation", "carol-account"), text, track,
+                                    name=probes.lab_name())
+    assert passed is right, detail
+    if not right:
+        assert "registered as 6020" in detail, detail

@@ -13,11 +13,14 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from labkit.grading import diagnosis
+from labkit import tracks
+from labkit.errors import LabkitError
+from labkit.grading import diagnosis, probes
 from labkit.grading.checks import check, configure, recording
 from labkit.teaching.faults import student_id
 from labkit.teaching.orientation import (
     REGISTRATION_FAULTS,
+    account_overrides,
     pick_registration_fault,
     registration_fault_overrides,
     registration_fix_overrides,
@@ -178,6 +181,36 @@ def bob_registers(lab):
                 "your fault (Asterisk's secret for 6001 is in broken.config)")
 def _diagnose_fixed(lab):
     return bob_registers(lab)
+
+
+# -- configure: Carol's account, as the student wrote it ----------------------------------------------
+def apply_account(text: str, track) -> dict:
+    """The student's account lines (the track's file) as the lab with Carol's phone."""
+    return account_overrides(text, track.sip_config)  # an AccountTextError is the refusal
+
+
+@check(NB, "carol-account-read", points=1, answers=("carol_sip", "carol_pjsip"),
+       hint="sip.conf: one peer [6002] (type, host, secret, context); pjsip.conf: an endpoint [6002] naming "
+            "its auth and its aor, the auth (username, password), the aor [6002] (max_contacts)")
+def _carol_account_read(answer, truth):
+    """The track's text read as data (no lab): an account for 6002 the lab model takes."""
+    config = tracks.get(truth.track).sip_config
+    try:
+        overrides = account_overrides(answer["carol_sip" if config == "sip.conf" else "carol_pjsip"], config)
+    except LabkitError as exc:
+        return False, exc.message
+    account = overrides["pbx"]["endpoints"][-1]
+    if account["extension"] != "6002":
+        return False, f"read as an account for {account['extension']}: Carol's extension is 6002"
+    return True, f"read as: extension 6002, context {account['context']}"
+
+
+@configure(NB, "carol-account", answer={"sip.conf": "carol_sip", "pjsip.conf": "carol_pjsip"}, lab="first-call",
+           apply=apply_account, points=2, timeout=PROBE_TIMEOUT,
+           hint="sip.conf: one peer [6002] (type, host, secret, context); pjsip.conf: an endpoint [6002] naming "
+                "its auth and its aor, the auth (username, password), the aor [6002] (max_contacts)")
+def _carol_account(lab):
+    return probes.registers_and_answers(lab, "carol", "6002", "bob")
 
 
 def _int(value) -> int:

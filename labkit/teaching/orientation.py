@@ -402,8 +402,9 @@ class OrientationSession:
             return "applied"
         self._ask("qualify-phone", change, extension=extension, seconds=seconds)
         self.overrides = overrides
-        lines = ({"legacy": f"qualify = yes\nqualifyfreq = {seconds}", "modern": f"qualify_frequency = {seconds}"})
-        return Text(f"{extension}: {lines[self.track]}")
+        from labkit import tracks
+        lines = {"sip.conf": f"qualify = yes\nqualifyfreq = {seconds}", "pjsip.conf": f"qualify_frequency = {seconds}"}
+        return Text(f"{extension}: {lines[tracks.get(self.track).sip_config]}")
 
     def fix_registration(self, fix: str) -> Text:
         """Your fix, as lab-file lines for Bob's phone (``password: …``, ``user: …``,

@@ -252,6 +252,8 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
              "alg_sdp_addr": "198.51.100.1",
              "alg_media_dst": "198.51.100.1", "lan_direct_dst": "192.168.0.11",
              "bob_media_dst": "192.168.1.11", "hearing": [],
+             "unrestarted_sdp_addr": "203.0.113.2" if track == "legacy" else "203.0.113.1",
+             "unrestarted_deaf": "none" if track == "legacy" else "alice",
              "fault": pick_nat_fault()[1], "fix": right_fix(pick_nat_fault()[1])}
     wrong = {"unanswered_registers": 0, "leaked_sdp_addr": "203.0.113.1", "deaf_phone": "bob",
              "my_forwards": "- {proto: udp, ports: 5060, to: 203.0.113.1}",
@@ -262,6 +264,9 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
              "rports": {"alice": 5060, "bob": 5060}, "private_left_box": 0, "alg_sdp_addr": "192.168.0.12",
              "alg_media_dst": "198.51.100.10", "lan_direct_dst": "198.51.100.1",
              "bob_media_dst": "198.51.100.1", "hearing": ["bob"],
+             # the other generation's behaviour: right for one track is wrong for the other
+             "unrestarted_sdp_addr": "203.0.113.1" if track == "legacy" else "203.0.113.2",
+             "unrestarted_deaf": "alice" if track == "legacy" else "none",
              "fault": next(f for f in NAT_FAULTS if f != pick_nat_fault()[1]),
              "fix": "- {proto: udp, ports: 5060, to: 203.0.113.1}"}
     results = checks.evaluate(NAME, right, track=track)
@@ -308,6 +313,10 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     swapped = nbtools.recordings_folder(tmp_path / "homes", track, RECORDINGS, {"02-two-homes": "02-vps-direct"})
     failed = {r.id for r in checks.evaluate(NAME, right, track=track, data=swapped) if not r.passed}
     assert {"two-homes-media-dst", "two-homes-hearing"} <= failed
+    # the DDNS lab of a restarted Asterisk handed in (fix B's, no move, no unrestarted call): fails
+    swapped = nbtools.recordings_folder(tmp_path / "ddns", track, RECORDINGS, {"02-ddns": "02-external"})
+    failed = {r.id for r in checks.evaluate(NAME, right, track=track, data=swapped) if not r.passed}
+    assert "ddns-unrestarted" in failed
     # the other answers for hearing: every list but the measured one fails
     for other in (["alice"], ["alice", "bob"], "nobody"):
         judged = checks.evaluate(NAME, {**right, "hearing": other}, track=track)

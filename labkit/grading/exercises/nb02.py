@@ -429,6 +429,46 @@ def _ddns_register(answer, truth):
     return said == expected, f"you predicted {said}"
 
 
+def unrestarted_answer(session) -> tuple[str, dict[str, bool]]:
+    """(c= of Asterisk's first 200 OK with SDP to Bob, who heard the other) for the call placed
+    after the mark 'unrestarted': the box moved, DDNS updated, Asterisk not restarted."""
+    entries = session.recorder.entries
+    marked = next((i for i, e in enumerate(entries) if e["kind"] == "mark" and e["args"].get("label") == "unrestarted"),
+                  None)
+    talk = next((e for e in entries[marked or 0:] if e["kind"] == "talk"), None) if marked is not None else None
+    if talk is None:
+        raise AssertionError("the recording holds no call after the 'unrestarted' mark: "
+                             "run the notebook's cells in order")
+    sip = wan(session)
+    oks = sip[(sip.time > session.marks()["unrestarted"]) & (sip.status_code == 200) & sip.has_sdp.astype(bool)
+              & (sip.dst == session.address("bob"))].sort_values("frame")
+    if oks.empty:
+        raise AssertionError("no 200 OK with SDP reached Bob after the 'unrestarted' mark")
+    return str(oks.sdp_c_addr.iloc[0]), {p: bool(v["heard_the_other"]) for p, v in talk["result"]["heard"].items()}
+
+
+DEAF = ("alice", "bob", "none")
+
+
+@check(NB, "ddns-unrestarted", points=2, answers=("unrestarted_sdp_addr", "unrestarted_deaf"),
+       hint="chan_sip looks externhost up again after externrefresh seconds; PJSIP resolves its external_* "
+            "addresses when the transport starts (and through dnsmgr only if it is enabled)")
+def _ddns_unrestarted(answer, truth):
+    session = truth.session(DDNS)
+    address, heard_other = unrestarted_answer(session)
+    deaf = [p for p, ok in heard_other.items() if not ok]
+    expected_deaf = deaf[0] if len(deaf) == 1 else "none" if not deaf else None
+    if expected_deaf is None:
+        return False, "in your lab neither phone heard the other after the move: not what either generation does"
+    said_deaf = str(answer["unrestarted_deaf"]).strip().lower()
+    if said_deaf not in DEAF:
+        return False, f"unrestarted_deaf {said_deaf!r} is not one of: {', '.join(DEAF)}"
+    said_addr = _addr(answer["unrestarted_sdp_addr"])
+    wrong = [name for name, ok in (("the address", said_addr == address),
+                                   ("the deaf phone", said_deaf == expected_deaf)) if not ok]
+    return not wrong, "both right" if not wrong else f"{' and '.join(wrong)} wrong"
+
+
 @check(NB, "symmetric-rport", points=2, answers=("rports",),
        hint="sym.message(200, src='vps', place='internet', index=N): the answers whose To is sip:6000@… (Alice) "
             "and sip:6001@… (Bob); each Via's rport= parameter")

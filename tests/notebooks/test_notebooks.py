@@ -45,7 +45,7 @@ def session_names(nb) -> list[str]:
     from labkit.teaching.first_call import CALL_FAULTS
     from labkit.teaching.orientation import REGISTRATION_FAULTS
     source = "\n".join(c.source for c in code_cells(nb))
-    names = re.findall(r'Session\.start\(\s*"([^"]+)"', source)
+    names = re.findall(r'Session\.(?:start|with_carol)\(\s*"([^"]+)"', source)
     for diagnosis in re.findall(r'Session\.call_diagnosis\(\s*"([^"]+)"', source):
         names += [f"{diagnosis}-{n}" for n in range(1, len(CALL_FAULTS) + 1)]
     for diagnosis in re.findall(r'Session\.registration_diagnosis\(\s*"([^"]+)"', source):

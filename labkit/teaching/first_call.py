@@ -159,6 +159,56 @@ def media_log_lines(text: str, marks: tuple[str, ...] = MEDIA_LOG) -> list[str]:
     return out
 
 
+#: The CLI command that makes Asterisk print every SIP message it sends or receives, whole, on its
+#: console and in its log (VERBOSE): chan_sip's debug, PJSIP's logger (res_pjsip_logger.c).
+SIP_TRACE_ON = {"sip.conf": "sip set debug on", "pjsip.conf": "pjsip set logger on"}
+#: A log entry's first line (time, source file, the rest): its continuation lines follow it.
+_ENTRY = re.compile(r"^\[[\d-]+ ([\d:.]+)\] [A-Z]+\[\d+\](?:\[C-[0-9a-f]+\])? ([\w.]+): ?(.*)$")
+#: The line Asterisk prints above a traced message: ``<--- SIP read from UDP:… --->`` (chan_sip),
+#: ``<--- Received SIP request (823 bytes) from UDP:… --->`` (PJSIP); chan_sip also closes it.
+#: chan_sip's request that opens a transaction is introduced on the entry's own line instead:
+#: ``Reliably Transmitting (no NAT) to 192.168.0.11:5060:``, and closed by ``---``.
+_TRACE_HEAD = re.compile(r"^<--- (.+) --->$|^((?:Reliably )?Transmitting \(.+\) to \S+):$")
+_TRACE_END = re.compile(r"^<-{8,}>$|^---$")
+
+
+def sip_trace(text: str) -> list[dict[str, str]]:
+    """The SIP messages of Asterisk's trace in its log (``sip set debug on`` / ``pjsip set logger
+    on``), in order: ``time``, ``head`` (the line Asterisk printed above the message: direction,
+    transport, address) and ``message`` (the SIP text as it was sent or read)."""
+    entries: list[list[str]] = []
+    for line in text.splitlines():
+        found = _ENTRY.match(line)
+        if found:
+            entries.append([found.group(1), found.group(3)])
+        elif entries:
+            entries[-1].append(line)
+    out = []
+    for when, *lines in entries:
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        if not lines or not _TRACE_HEAD.match(lines[0].strip()):
+            continue
+        head = lines[0].strip()
+        if not head.startswith("<---"):
+            head = f"<--- {head[:-1]} --->"
+        body = []
+        for line in lines[1:]:
+            if _TRACE_END.match(line.strip()):
+                break
+            body.append(line)
+        message = "\n".join(body).strip("\n")
+        if message:
+            out.append({"time": when, "head": head, "message": message})
+    return out
+
+
+def _names(message: str, what: str) -> bool:
+    """Whether a SIP message is the request ``what`` (a method) or the response ``what`` (a code)."""
+    first = message.split("\n", 1)[0].split()
+    return bool(first) and (first[0] == what or (first[0].startswith("SIP/") and first[1:2] == [what]))
+
+
 class FirstCallSession:
     """The first call's diagnosis (a base class of ``Session``)."""
 
@@ -214,6 +264,31 @@ class FirstCallSession:
                            commands=list(commands))
         shown = "\n\n".join(f"*CLI> {c['command']}\n{c['output'].rstrip()}" for c in result["console"])
         return pd.DataFrame(result["stats"]), Text(shown)
+
+    def sip_trace_on(self) -> Text:
+        """Ask Asterisk to print every SIP message it sends or receives (:data:`SIP_TRACE_ON`:
+        the track's command); returns the command and Asterisk's answer."""
+        from labkit import tracks
+        command = SIP_TRACE_ON[tracks.get(self.track).sip_config]
+        return Text(f"*CLI> {command}\n{str(self.cli(command)).strip()}")
+
+    def traced(self, what: str, index: int = 0) -> Text:
+        """Message ``index`` among those of Asterisk's SIP trace that are the request ``what``
+        (``"INVITE"``) or the response ``what`` (``"401"``), with the line Asterisk printed above
+        it (who sent it, to whom, over what); the trace must have been switched on before
+        (:meth:`sip_trace_on`)."""
+        from labkit.teaching.session import _read_from
+
+        def find():
+            matching = [b for b in sip_trace(_read_from(self.lab.pbx.log_dir / "messages", 0))
+                        if _names(b["message"], what)]
+            if not -len(matching) <= index < len(matching):
+                raise LabStateError(f"Asterisk's SIP trace holds {len(matching)} {what} message(s): "
+                                    f"there is no number {index}.",
+                                    hint="switch the trace on (sip_trace_on) before the messages you want to see")
+            return matching[index]
+        block = self._ask("sip-trace", find, what=what, index=index)
+        return Text(f"{block['time']}  {block['head']}\n{block['message']}")
 
     def media_log(self, *marks: str) -> Text:
         """What Asterisk logged about the media path (:data:`MEDIA_LOG`: strict RTP, the bridge

@@ -127,6 +127,30 @@ def test_live_runs_and_checks_pass(track):
     assert len(results) >= 10
     assert [r for r in results if not r[1]] == []
     assert {"diagnose-name", "diagnose-fixed", "fix-a-forwards", "fix-b-nat-lines"} <= {r[0] for r in results}
+    assert_strict_rtp_switched_to_the_box(text)
+
+
+def assert_strict_rtp_switched_to_the_box(text: str) -> None:
+    """Behind the box with symmetric handling (§6): each phone's RTP instance learns at the private
+    SDP address, switches to the box's public address, and locks on it about 5 s after learning
+    started (STRICT_RTP_LEARN_TIMEOUT, res_rtp_asterisk.c)."""
+    import re
+    for instance in ("rtp#1", "rtp#2"):
+        learning = re.search(rf"([\d:.]+) res_rtp_asterisk.c: {instance}: Strict RTP learning after remote address "
+                             r"set to: 192\.168\.0\.1[12]:\d+", text)
+        switched = re.search(rf"{instance}: Strict RTP switching source address to 198\.51\.100\.1:\d+", text)
+        locked = re.search(rf"([\d:.]+) res_rtp_asterisk.c: {instance}: Strict RTP learning complete - Locking on "
+                           r"source address 198\.51\.100\.1:\d+", text)
+        assert learning and switched and locked, (instance, bool(learning), bool(switched), bool(locked))
+        seconds = [sum(float(x) * f for x, f in zip(m.group(1).split(":"), (3600, 60, 1))) for m in (learning, locked)]
+        assert 4.5 < seconds[1] - seconds[0] < 6, seconds
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_the_recorded_symmetric_call_shows_strict_rtp_switching_to_the_box(track):
+    from labkit.teaching.session import Session
+    sym = Session.start("02-vps-symmetric", "vps-pbx", track=track, mode="replay", capture=("lan", "internet"))
+    assert_strict_rtp_switched_to_the_box(str(sym.media_log("Strict RTP")))
 
 
 # -- (4) hygiene -----------------------------------------------------------------------------------

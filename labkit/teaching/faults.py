@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: The student id used when ``LABKIT_STUDENT`` is not set (and for the stored outputs).
 DEFAULT_STUDENT = "student"
@@ -40,3 +41,25 @@ def ids_drawing_each(pick, faults: Sequence[str]) -> dict[str, str]:
         found.setdefault(pick(f"student-{i}")[1], f"student-{i}")
         i += 1
     return found
+
+
+def read_fix_lines(text: str, keys: Mapping[str, str], error: type[Exception], example: str) -> dict[str, Any]:
+    """The keys of a diagnosis fix written as lab-file lines (YAML ``key: value``), only those of
+    ``keys`` (key → where it goes); anything else raises ``error`` with the reason and the keys
+    allowed.  ``example`` is a key to show in the messages."""
+    from labkit.spec.load import YamlTextError, yaml_text
+    if not isinstance(text, str) or not text.strip():
+        raise error(f"The fix should be text: lab-file lines such as `{example}: …`, one key a line "
+                    f"(keys: {', '.join(keys)}).")
+    try:
+        value = yaml_text(text)
+    except YamlTextError as exc:
+        raise error(f"Your fix is not valid YAML: {exc}") from None
+    if not isinstance(value, dict) or not value:
+        raise error(f"The fix should be lines `key: value` (a YAML mapping), e.g. `{example}: …`; "
+                    f"keys: {', '.join(keys)}.")
+    unknown = [str(k) for k in value if k not in keys]
+    if unknown:
+        raise error(f"{', '.join(map(repr, unknown))}: not a key this exercise lets you change; "
+                    + "; ".join(f"{k}: {place}" for k, place in keys.items()) + ".")
+    return dict(value)

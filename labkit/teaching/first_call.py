@@ -18,9 +18,9 @@ from typing import Any
 
 from labkit.errors import LabkitError, LabStateError
 from labkit.spec import load_spec, merge_overrides, stanza
-from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.display import Text
 from labkit.teaching.faults import pick as pick_for_student
+from labkit.teaching.faults import read_fix_lines
 
 LAB = "first-call"
 CALLER, CALLER_EXTENSION = "bob", "6001"
@@ -84,20 +84,7 @@ def call_fault_overrides(fault: str, lab: str = LAB) -> dict:
 
 def read_fix(text: str) -> dict[str, Any]:
     """The keys of a fix's text (YAML lines ``key: value``), only those of :data:`FIX_KEYS`."""
-    if not isinstance(text, str) or not text.strip():
-        raise CallFixError("The fix should be text: lab-file lines such as `context: …`, one key a line "
-                           f"(keys: {', '.join(FIX_KEYS)}).")
-    try:
-        value = yaml_text(text)
-    except YamlTextError as exc:
-        raise CallFixError(f"Your fix is not valid YAML: {exc}") from None
-    if not isinstance(value, dict) or not value:
-        raise CallFixError("The fix should be lines `key: value` (a YAML mapping), e.g. `context: …`; "
-                           f"keys: {', '.join(FIX_KEYS)}.")
-    unknown = [str(k) for k in value if k not in FIX_KEYS]
-    if unknown:
-        raise CallFixError(f"{', '.join(map(repr, unknown))}: not a key this exercise lets you change; "
-                           + "; ".join(f"{k}: {place}" for k, place in FIX_KEYS.items()) + ".")
+    value = read_fix_lines(text, FIX_KEYS, CallFixError, "context")
     if isinstance(value.get("encryption"), bool):
         raise CallFixError("encryption: YAML reads a bare yes/no as true/false; the lab file's values are "
                            'the words "no", "sdes" or "dtls": write them in quotes (encryption: "no").')

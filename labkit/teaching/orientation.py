@@ -22,9 +22,9 @@ from typing import Any
 
 from labkit.errors import LabkitError, LabStateError
 from labkit.spec import load_spec, merge_overrides, stanza
-from labkit.spec.load import YamlTextError, yaml_text
 from labkit.teaching.display import Text
 from labkit.teaching.faults import pick as pick_for_student
+from labkit.teaching.faults import read_fix_lines
 
 LAB = "first-call"
 PHONE, EXTENSION = "bob", "6001"
@@ -110,20 +110,7 @@ def registration_fault_overrides(fault: str, lab: str = LAB) -> dict:
 def read_fix(text: str) -> dict[str, Any]:
     """The keys of a fix's text (YAML lines ``key: value``), only those of :data:`FIX_KEYS`;
     a value is text (YAML's numbers become their digits), or null (back to the default)."""
-    if not isinstance(text, str) or not text.strip():
-        raise RegistrationFixError("The fix should be text: lab-file lines such as `registrar: …`, one key a "
-                                   f"line (keys: {', '.join(FIX_KEYS)}).")
-    try:
-        value = yaml_text(text)
-    except YamlTextError as exc:
-        raise RegistrationFixError(f"Your fix is not valid YAML: {exc}") from None
-    if not isinstance(value, dict) or not value:
-        raise RegistrationFixError("The fix should be lines `key: value` (a YAML mapping), e.g. `user: …`; "
-                                   f"keys: {', '.join(FIX_KEYS)}.")
-    unknown = [str(k) for k in value if k not in FIX_KEYS]
-    if unknown:
-        raise RegistrationFixError(f"{', '.join(map(repr, unknown))}: not a key this exercise lets you change; "
-                                   + "; ".join(f"{k}: {place}" for k, place in FIX_KEYS.items()) + ".")
+    value = read_fix_lines(text, FIX_KEYS, RegistrationFixError, "registrar")
     out: dict[str, Any] = {}
     for key, item in value.items():
         if isinstance(item, (bool, list, dict, float)):

@@ -24,6 +24,11 @@ _END = re.compile(r"^\s*#{1,3}\s*END SOLUTION\b.*$")
 _MD_REGION = re.compile(r"<!--\s*BEGIN SOLUTION\s*-->(.*?)<!--\s*END SOLUTION\s*-->", re.S)
 _ANY_MARKER = re.compile(r"(BEGIN|END) SOLUTION")
 _KEEP_CELL_META = ("tags", "editable", "deletable")
+#: Solution lines that carry no answer of their own, so that the exercise's template may show
+#: them: a variable opening a multi-line string (``carol_sip = """``, whose text follows on the
+#: next lines) and a bare YAML/INI key (``allow:``).
+_OPENS_TEXT = re.compile(r"""^[A-Za-z_]\w*\s*=\s*[rbfuRBFU]{0,2}(\"\"\"|\'\'\')$""")
+_BARE_KEY = re.compile(r"^[\w.-]+:$")
 _TRIVIAL = {"pass", "return", "break", "continue", "else:", "try:", "finally:", "except:",
             "raise", "return None", "None", "True", "False", "...", *CODE_STUB, MARKDOWN_STUB}
 
@@ -132,6 +137,10 @@ def _strip_code(source: str, where: str) -> tuple[str, list[str]]:
     out: list[str] = []
     removed: list[str] = []
     begin_line: int | None = None
+    # Lines inside a multi-line string of a solution are configuration text the student writes
+    # (sip.conf, YAML): the prose teaches that syntax on purpose and a probe judges the text, so
+    # they are taken out of the copy but not looked for elsewhere.
+    in_text = False
     for i, line in enumerate(source.splitlines(), 1):
         begin = _BEGIN.match(line)
         if begin:
@@ -144,9 +153,12 @@ def _strip_code(source: str, where: str) -> tuple[str, list[str]]:
         elif _END.match(line):
             if begin_line is None:
                 raise GradingError(f"{where}, line {i}: END SOLUTION without BEGIN SOLUTION")
-            begin_line = None
+            begin_line, in_text = None, False
         elif begin_line is not None:
-            removed.append(line)
+            if not in_text:
+                removed.append(line)
+            if line.count('"""') % 2 or line.count("'''") % 2:
+                in_text = not in_text
         else:
             out.append(line)
     if begin_line is not None:
@@ -173,7 +185,8 @@ def _strip_markdown(source: str, where: str) -> tuple[str, list[str]]:
 
 def _meaningful(line: str) -> bool:
     s = line.strip()
-    return bool(s) and not s.startswith("#") and s not in _TRIVIAL and re.search(r"\w", s) is not None
+    return (bool(s) and not s.startswith("#") and s not in _TRIVIAL and re.search(r"\w", s) is not None
+            and not _OPENS_TEXT.match(s) and not _BARE_KEY.match(s))
 
 
 def _verify_no_leak(path: Path, removed: Iterable[tuple[str, str]]) -> None:

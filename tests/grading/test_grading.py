@@ -196,6 +196,25 @@ def test_release_detects_leaked_solution_and_solution_cells(tmp_path):
         release(out, tmp_path / "out3")
 
 
+def test_release_lets_the_prose_teach_the_syntax_of_a_configure_answer(tmp_path):
+    """The configuration text a student writes (a multi-line string of the solution) may show in
+    the prose, where the notebook teaches its syntax: taken out of the copy, not called a leak; a
+    line of Python of the same solution still is."""
+    src = tmp_path / "a.ipynb"
+    taught = nbformat.v4.new_markdown_cell("In `[general]`: `externip = <address>` and `allow:` lists.")
+    answer = nbformat.v4.new_code_cell('# nat_sip = """..."""\n### BEGIN SOLUTION\nnat_sip = """\n[general]\n'
+                                       'externip = 203.0.113.1\n"""\nrules = """\nallow:\n"""\n### END SOLUTION')
+    nbformat.write(_nb(taught, answer), str(src))
+    (out,) = release(src, tmp_path / "out")
+    copy = nbformat.read(str(out), as_version=4).cells[1].source
+    assert "203.0.113.1" not in copy and "[general]" not in copy and copy.startswith('# nat_sip = """..."""')
+    leaky = nbformat.v4.new_code_cell('### BEGIN SOLUTION\nnat_sip = """\n[general]\n"""\nport = 5060\n'
+                                      '### END SOLUTION')
+    nbformat.write(_nb(nbformat.v4.new_markdown_cell("Use port = 5060."), leaky), str(src))
+    with pytest.raises(GradingError, match="'port = 5060'"):
+        release(src, tmp_path / "out2")
+
+
 def test_release_main(tmp_path, capsys):
     assert release_main([str(SOURCE), "-o", str(tmp_path / "rel")]) == 0
     assert (tmp_path / "rel" / "toy.ipynb").exists()

@@ -182,22 +182,49 @@ def can_run_here() -> tuple[bool, str]:
     return True, ""
 
 
-def registers_and_answers(lab, phone: str, extension: str, caller: str) -> tuple[bool, str]:
-    """A probe for an account the student wrote: ``phone`` registers (its REGISTER answered
-    ``200 OK``), Asterisk has its contact at the phone's address, and a call from ``caller`` to
-    ``extension`` reaches it and is two-way."""
-    from labkit.lab.conversation import talk
+def registered_at_its_phone(lab, phone: str) -> tuple[bool, str]:
+    """``phone`` registers again (its REGISTER answered ``200 OK``) and Asterisk holds its
+    extension's contact at the phone's own address."""
     if not lab.phone(phone).register_again():
         return False, f"{phone}'s REGISTER was not accepted"
-    ours = next((p.extension for p in lab.spec.phones if p.name == phone), None)
-    contact = lab.pbx.registered().get(ours or "")
+    ours = lab.spec.phone(phone).extension
+    contact = lab.pbx.registered().get(ours)
     if contact is None or str(lab.spec.address_of(lab.spec.phone(phone).host)) not in contact:
         return False, f"Asterisk has no registration of {phone}'s phone for {ours}"
+    return True, f"{phone} registered: Asterisk has {ours} at {phone}'s phone"
+
+
+def two_way_call(lab, caller: str, callee: str, *, capture: str | None = None,
+                 register: bool = True) -> tuple[bool, str, Any]:
+    """``caller`` registers again (unless ``register`` is False: done just before) and calls
+    ``callee`` for 2 s: (two-way?, why, the capture file of network ``capture`` during the call,
+    or None)."""
+    from labkit.lab.conversation import talk
+    if register and not lab.phone(caller).register_again():
+        return False, f"{caller}'s REGISTER was not accepted", None
+    if capture is None:
+        conversation, pcap = talk(lab, caller, callee, seconds=2), None
+    else:
+        with lab.capture(capture, name=f"probe-{capture}") as running:
+            conversation = talk(lab, caller, callee, seconds=2)
+        pcap = running.files[capture]
+    if not conversation.two_way:
+        return False, f"the call {caller} → {callee} was not two-way: {conversation.summary()}", pcap
+    return True, f"the call {caller} → {callee} was two-way", pcap
+
+
+def registers_and_answers(lab, phone: str, extension: str, caller: str) -> tuple[bool, str]:
+    """A probe for an account the student wrote: ``phone`` registers, Asterisk has its contact
+    at the phone's address, and a call from ``caller`` to ``extension`` reaches it, two-way."""
+    registered, why = registered_at_its_phone(lab, phone)
+    if not registered:
+        return False, why
+    ours = lab.spec.phone(phone).extension
     if ours != extension:
         return False, f"{phone} registered as {ours}: a call to {extension} cannot reach her"
-    conversation = talk(lab, caller, extension, seconds=2)
-    if not conversation.two_way:
-        return False, f"the call {caller} → {extension} was not two-way: {conversation.summary()}"
+    two_way, why, _ = two_way_call(lab, caller, extension)  # the caller is not the one registered
+    if not two_way:
+        return False, why
     return True, f"{phone} registered, and the call {caller} → {extension} was answered, two-way"
 
 

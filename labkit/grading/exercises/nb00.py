@@ -163,24 +163,12 @@ def apply_registration_fix(text: str, track, student: str | None = None) -> dict
     return registration_fix_overrides(text, fault)  # a RegistrationFixError is the refusal
 
 
-def bob_registers(lab):
-    """Bob's REGISTER is accepted (200 OK), and Asterisk has his contact at his phone's address."""
-    if not lab.phone("bob").register_again():
-        return False, "Bob's REGISTER was not accepted"
-    contact = lab.pbx.registered().get("6001")
-    if contact is None:
-        return False, "Asterisk has no registration for 6001"
-    if str(lab.spec.address_of("bob")) not in contact:
-        return False, f"Asterisk's contact for 6001 is {contact}, not Bob's phone"
-    return True, "Bob registered: Asterisk has 6001 at Bob's phone"
-
-
 @configure(NB, "diagnose-fixed", answer="fix", lab="first-call", apply=apply_registration_fix, points=2,
            timeout=PROBE_TIMEOUT,
            hint="one lab-file line for Bob's phone: password, user or registrar — the one that undoes "
                 "your fault (Asterisk's secret for 6001 is in broken.config)")
 def _diagnose_fixed(lab):
-    return bob_registers(lab)
+    return probes.registered_at_its_phone(lab, "bob")
 
 
 # -- configure: Carol's account, as the student wrote it ----------------------------------------------

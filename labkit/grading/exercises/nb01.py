@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from labkit import tracks
 from labkit.errors import LabkitError
-from labkit.grading import diagnosis
+from labkit.grading import diagnosis, probes
 from labkit.grading.checks import check, configure, recording
 from labkit.teaching.faults import student_id
 from labkit.teaching.first_call import (
@@ -175,15 +175,11 @@ def apply_call_fix(text: str, track, student: str | None = None) -> dict:
 
 def bob_calls_alice(lab):
     """Bob registers, and a call Bob → Alice (6000) through Asterisk is two-way."""
-    from labkit.lab.conversation import talk
-    if not lab.phone("bob").register_again():
-        return False, "Bob's REGISTER was not accepted: he cannot register with Asterisk"
-    if "6001" not in lab.pbx.registered():
-        return False, "Asterisk has no registration for Bob"
-    conversation = talk(lab, "bob", "6000", seconds=2)
-    if not conversation.two_way:
-        return False, f"the call was not two-way: {conversation.summary()}"
-    return True, "Bob registered, and the call Bob → Alice is two-way"
+    registered, why = probes.registered_at_its_phone(lab, "bob")
+    if not registered:
+        return False, why
+    two_way, why, _ = probes.two_way_call(lab, "bob", "6000", register=False)
+    return two_way, "Bob registered, and the call Bob → Alice is two-way" if two_way else why
 
 
 @configure(NB, "diagnose-fixed", answer="fix", lab="first-call", apply=apply_call_fix, points=2,
@@ -204,14 +200,9 @@ def media_went_direct(lab):
     """A call Bob → Alice: Asterisk re-INVITEd both phones, and the RTP flowed phone to phone
     (both directions, from the capture), and each heard the other."""
     from labkit import analysis
-    from labkit.lab.conversation import talk
-    if not lab.phone("bob").register_again():
-        return False, "Bob's REGISTER was not accepted"
-    with lab.capture("lan", name="probe-direct") as capture:
-        conversation = talk(lab, "bob", "6000", seconds=2)
-    if not conversation.two_way:
-        return False, f"the call was not two-way: {conversation.summary()}"
-    pcap = capture.files["lan"]
+    two_way, why, pcap = probes.two_way_call(lab, "bob", "6000", capture="lan")
+    if not two_way:
+        return False, why
     pbx, bob, alice = (str(lab.spec.address_of(h)) for h in (lab.spec.pbx.host, "bob", "alice"))
     sip = analysis.sip_messages(pcap)
     sent = sip[(sip.method == "INVITE") & (sip.src == pbx) & (sip.to_tag.fillna("") != "")]

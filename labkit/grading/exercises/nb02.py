@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from labkit.addresses import is_rfc1918
 from labkit.errors import LabkitError
-from labkit.grading import diagnosis
+from labkit.grading import diagnosis, probes
 from labkit.grading.checks import check, configure, recording
 from labkit.teaching.faults import student_id
 from labkit.teaching.nat import (
@@ -283,14 +283,10 @@ def two_way_without_private_sdp(lab):
     """A call Bob → Alice through the box: both hear the other, and nothing that left the box
     towards Bob announced a private address."""
     from labkit import analysis
-    from labkit.lab.conversation import talk
-    if not lab.phone("bob").register_again():
-        return False, "Bob's REGISTER through the box was not accepted: SIP does not reach Asterisk"
-    with lab.capture("internet", name="probe-nat") as capture:
-        conversation = talk(lab, "bob", "6000", seconds=2)
-    if not conversation.two_way:
-        return False, f"the call was not two-way: {conversation.summary()}"
-    sip = analysis.sip_messages(capture.files["internet"])
+    two_way, why, pcap = probes.two_way_call(lab, "bob", "6000", capture="internet")
+    if not two_way:
+        return False, why + (": SIP does not reach Asterisk through the box" if pcap is None else "")
+    sip = analysis.sip_messages(pcap)
     leaked = sip[sip.sdp_c_addr.fillna("").map(is_rfc1918) | sip.contact.fillna("").str.contains("@192.168.")]
     if len(leaked):
         return False, f"{len(leaked)} SIP messages on the Internet side still name a private address"

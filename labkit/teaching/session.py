@@ -66,6 +66,7 @@ from labkit.teaching.orientation import OrientationSession
 from labkit.teaching.recorder import Recorder
 from labkit.teaching.trunk import TrunkSession
 from labkit.teaching.two_nat import TwoNatSession
+from labkit.teaching.vps_nat import VpsNatSession
 
 DATA = resources.data_dir()
 MODES = ("live", "replay")
@@ -97,7 +98,7 @@ def default_track() -> str:
 
 
 class Session(TrunkSession, DialplanSession, HardeningSession, FirstCallSession, OrientationSession,
-              TwoNatSession):
+              TwoNatSession, VpsNatSession):
     """One notebook's lab (live) or its recording (replay), with the analysis on top."""
 
     def __init__(self, name: str, lab: str, track: str, mode: str, overrides: dict | None):

@@ -2,8 +2,8 @@
 of the kit, and live probes of a configure exercise.
 
     sudo .venv/bin/python benchmarks/bench_grading.py [--students 10] [--jobs 2] [--repeat 3]
-                                                      [--notebooks 00-orientation,01-first-call,02-nat]
-                                                      [--probes 2]
+          [--notebooks 00-orientation,01-first-call,02a-nat-home,02b-nat-vps]
+          [--probes 2]
 
 1. Builds STUDENTS submissions of the test suite's toy notebook (tests/grading/fixtures: the
    released copy, answered right; its checks come from LABKIT_EXERCISES=toy_exercises) and
@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--students", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--notebooks", default="00-orientation,01-first-call,02-nat",
+    parser.add_argument("--notebooks", default="00-orientation,01-first-call,02a-nat-home,02b-nat-vps",
                         help="the kit's notebooks to grade (comma-separated; empty: none)")
     parser.add_argument("--probes", type=int, default=2, help="toy-tls submissions (one live probe each)")
     args = parser.parse_args()

@@ -149,7 +149,10 @@ def record(paths: list[Path], tracks: list[str]) -> int:
             for d in top:
                 n = sum(1 for p in files if DATA / d in p.parents)
                 print(f"   wrote data/{d}/ ({n} files)")
-            captures = [p for p in files if p.suffix in (".pcap", ".pcapng")]
+            # Only this notebook's captures: another recording may run at the same time.
+            mine = manifest.notebook_sessions(path)
+            captures = [p for p in files if p.suffix in (".pcap", ".pcapng")
+                        and manifest.owns(mine, p.stem.split(f"-{track}")[0])]
             for p in captures:
                 size = p.stat().st_size
                 flag = "  ← TOO BIG (≥ 1 MiB)" if size >= MAX_CAPTURE else ""

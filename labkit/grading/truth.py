@@ -3,7 +3,7 @@
 An exercise module declares the sessions its notebook starts (name, lab, captured places,
 overrides: what the notebook passes to ``Session.start``)::
 
-    recording("02-nat", "02-forward", lab="home-pbx", capture=("lan", "internet"))
+    recording("02a-nat-home", "02-forward", lab="home-pbx", capture=("lan", "internet"))
 
 A check reads them through the :class:`Truth` it is given: ``truth.session("02-forward")``
 is a :class:`labkit.teaching.Session` opened by *this* code, ``Session.start(name, lab,

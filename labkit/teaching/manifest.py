@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from labkit import images, resources, tracks
@@ -44,3 +45,15 @@ def update(entries: list[dict]) -> None:
     manifest["captures"] = sorted([c for c in manifest["captures"] if c["file"] not in files] + entries,
                                   key=lambda c: c["file"])
     MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def notebook_sessions(notebook: Path) -> set[str]:
+    """The recording names a notebook starts: the first string of each ``Session.<start>("…"``
+    call (a diagnosis records ``<name>-<number>``: see :func:`owns`)."""
+    source = notebook.read_text()
+    return set(re.findall(r'Session\.\w+\(\s*\\?"([\w.-]+)\\?"', source))
+
+
+def owns(names: set[str], scenario: str) -> bool:
+    """Whether a capture's scenario (``<session>[-<number>]``) is one of these sessions."""
+    return scenario in names or re.sub(r"-\d+$", "", scenario) in names

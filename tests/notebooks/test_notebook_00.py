@@ -131,7 +131,8 @@ def test_live_each_registration_fault_keeps_bob_out_and_only_its_own_fix_mends_i
 # -- configure: Carol's account from the student's lines ------------------------------------------------
 CAROL = {"sip.conf": "[6002]\ntype = friend\nhost = dynamic\nsecret = Carol-lab-2026.pw\ncontext = work\n",
          "pjsip.conf": "[6002]\ntype = endpoint\ncontext = work\nauth = 6002-auth\naors = 6002\n\n"
-                       "[6002-auth]\ntype = auth\nauth_type = userpass\nusername = 6002\npassword = Carol-lab-2026.pw\n\n"
+                       "[6002-auth]\ntype = auth\nauth_type = userpass\nusername = 6002\n"
+                       "password = Carol-lab-2026.pw\n\n"
                        "[6002]\ntype = aor\nmax_contacts = 1\n"}
 
 

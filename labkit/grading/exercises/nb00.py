@@ -16,6 +16,7 @@ import pandas as pd
 from labkit import tracks
 from labkit.errors import LabkitError
 from labkit.grading import diagnosis, probes
+from labkit.grading.answer_values import whole_number
 from labkit.grading.checks import check, configure, recording
 from labkit.teaching.faults import student_id
 from labkit.teaching.orientation import (
@@ -91,7 +92,7 @@ def _by_phone(session, value) -> dict[str, int]:
 def _sip_port(answer, truth):
     expected = pbx_sip_port(truth.session(SESSION))
     said = answer["sip_port"]
-    return _int(said) == expected, f"you said {said!r}"
+    return whole_number(said) == expected, f"you said {said!r}"
 
 
 @check(NB, "asterisk-rtp-ports", points=1, answers=("asterisk_rtp_ports",),
@@ -119,7 +120,7 @@ def _rtp_range(answer, truth):
     said = answer["rtp_range"]
     if isinstance(said, (str, bytes)) or not hasattr(said, "__iter__") or len(list(said)) != 2:
         return False, f"rtp_range should be a pair (rtpstart, rtpend), not {said!r}"
-    said = tuple(_int(v) for v in said)
+    said = tuple(whole_number(v) for v in said)
     if said == (int(low), int(high)):
         return True, ""
     return False, f"you said {said}"
@@ -141,7 +142,7 @@ def _register_counts(answer, truth):
 @check(NB, "challenge-status", points=1, hidden=True, answers=("challenge_status",),
        hint="the status code of Asterisk's first answer to a REGISTER")
 def _challenge_status(answer, truth):
-    return _int(answer["challenge_status"]) == first_register_answer(truth.session(SESSION)), ""
+    return whole_number(answer["challenge_status"]) == first_register_answer(truth.session(SESSION)), ""
 
 
 # -- the diagnosis: a registration fault per student -------------------------------------------
@@ -200,9 +201,3 @@ def _carol_account_read(answer, truth):
 def _carol_account(lab):
     return probes.registers_and_answers(lab, "carol", "6002", "bob")
 
-
-def _int(value) -> int:
-    """A whole number the student gave (5060, 5060.0 or "5060"; not True)."""
-    if isinstance(value, bool):
-        raise TypeError(f"expected a number, not {value!r}")
-    return int(value)

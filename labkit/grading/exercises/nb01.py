@@ -13,6 +13,7 @@ from __future__ import annotations
 from labkit import tracks
 from labkit.errors import LabkitError
 from labkit.grading import diagnosis, probes
+from labkit.grading.answer_values import whole_number
 from labkit.grading.checks import check, configure, recording
 from labkit.teaching.faults import student_id
 from labkit.teaching.first_call import (
@@ -89,12 +90,6 @@ def _judged(said: str, expected: str):
     return False, f"you said {said}"
 
 
-def _int(value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"expected a number, not {value!r}")
-    return int(value)
-
-
 # -- checks ------------------------------------------------------------------------------------
 @check(NB, "alice-source", points=1, answers=("alice_audio_from",),
        hint="in the raw INVITE Asterisk sent Alice, the c= line's address and the m=audio line's port, "
@@ -108,14 +103,14 @@ def _alice_source(answer, truth):
        hint="one row of session.streams is one stream (one direction); len() counts rows")
 def _rtp_streams(answer, truth):
     expected = len(truth.session(ANCHORED).streams)
-    return _int(answer["n_streams"]) == expected, f"you said {answer['n_streams']!r}"
+    return whole_number(answer["n_streams"]) == expected, f"you said {answer['n_streams']!r}"
 
 
 @check(NB, "rtp-legs", points=1, answers=("n_legs",),
        hint="a leg is a pair of addresses exchanging RTP: Bob↔? and ?↔Alice; two streams, one leg")
 def _rtp_legs(answer, truth):
     expected = rtp_legs(truth.session(ANCHORED))
-    return _int(answer["n_legs"]) == expected, f"you said {answer['n_legs']!r}"
+    return whole_number(answer["n_legs"]) == expected, f"you said {answer['n_legs']!r}"
 
 
 @check(NB, "reinvite", points=1, answers=("reinvite_sdp_addr",),
@@ -136,7 +131,7 @@ def _direct_path(answer, truth):
 @check(NB, "reinvite-count", points=1, hidden=True, answers=("n_reinvites",),
        hint="re-INVITEs are INVITEs inside an existing dialog: their To header carries a tag")
 def _reinvite_count(answer, truth):
-    return _int(answer["n_reinvites"]) == reinvites(truth.session(DIRECT)), ""
+    return whole_number(answer["n_reinvites"]) == reinvites(truth.session(DIRECT)), ""
 
 
 def channels_during_call(session) -> int:
@@ -151,7 +146,7 @@ def channels_during_call(session) -> int:
 @check(NB, "direct-channels", points=1, hidden=True, answers=("n_channels_direct",),
        hint="the media bypasses Asterisk; does the signalling? how many calls does a B2BUA hold for Bob → Alice?")
 def _direct_channels(answer, truth):
-    return _int(answer["n_channels_direct"]) == channels_during_call(truth.session(DIRECT)), ""
+    return whole_number(answer["n_channels_direct"]) == channels_during_call(truth.session(DIRECT)), ""
 
 
 # -- the diagnosis: a fault of the first call per student --------------------------------------------

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from labkit import pki
 from labkit.errors import LabkitError
 from labkit.grading import diagnosis, probes
+from labkit.grading.answer_values import whole_number
 from labkit.grading.checks import check, configure, recording
 from labkit.services.tlsprobe import ALERTS
 from labkit.spec import merge_overrides, stanza
@@ -177,12 +178,6 @@ def as_outcome(value):
 
 def _shown(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
-
-
-def _int(value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"expected a port number, not {value!r}")
-    return int(value)
 
 
 # -- exercise 1: a certificate that passes -----------------------------------------------------
@@ -350,7 +345,7 @@ def _wire_via(answer, truth):
        hint="the Via of the 401 that answered Bob's first REGISTER: rport=…")
 def _wire_rport(answer, truth):
     _, expected = wire_truth(truth.session(SESSION))
-    said = _int(answer["rport"])
+    said = whole_number(answer["rport"])
     return said == expected, f"you said {said}"
 
 

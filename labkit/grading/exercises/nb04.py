@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 from labkit import analysis, tracks
+from labkit.grading.answer_values import whole_number
 from labkit.grading.checks import check, configure, recording
 from labkit.grading.probes import Refused
 from labkit.spec import stanza
@@ -155,12 +156,6 @@ def _inline(value) -> str:
     return text.split("|")[0].split()[0] if text.split() else ""
 
 
-def _int(value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"expected a number, not {value!r}")
-    return int(value)
-
-
 # -- exercise 1: predict the report's lines ----------------------------------------------------------
 @check(NB, "predict-report", points=1, answers=("report_status",),
        hint="what RTP profile do the phones offer, and what does avpf=yes make Asterisk demand? "
@@ -174,9 +169,9 @@ def _predict_report(answer, truth):
                   if e["kind"] == "prediction" and "report_status" in e["args"]), None)
     if noted is None:
         return False, "no prediction was noted before the call: run the prediction cell (report.predict) first"
-    said = _int(answer["report_status"])
-    if _int(noted) != said:
-        return False, f"report_status is {said} now, but you predicted {_int(noted)}"
+    said = whole_number(answer["report_status"])
+    if whole_number(noted) != said:
+        return False, f"report_status is {said} now, but you predicted {whole_number(noted)}"
     return said == outcome(items[reveal]["result"]), f"you predicted {said}"
 
 
@@ -196,7 +191,7 @@ def _wire_key(answer, truth):
 def _wire_port(answer, truth):
     session = truth.session(MAIN)
     expected = key_to(session, session.table("sip"), "alice", "pbx")["port"]
-    said = _int(answer["alice_rtp_port"])
+    said = whole_number(answer["alice_rtp_port"])
     return said == expected, f"you said {said}"
 
 

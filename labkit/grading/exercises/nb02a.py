@@ -1,20 +1,15 @@
-"""Checks of ``notebooks/02-nat.ipynb``.
+"""Checks of ``notebooks/02a-nat-home.ipynb`` (Asterisk at home behind the ISP box).
 
 The notebook's labs, one session per step (the notebook's variable in brackets):
 ``02-no-forward`` (home-pbx, no forward: ``session``), ``02-forward`` (forwards only:
 ``fix_a``), ``02-long-call`` (forwards only, a call nobody hangs up: ``long``; Asterisk ends it
 64*T1 = 32 s after its first 200 OK, RFC 3261 §13.3.1.4), ``02-external`` (forwards + external
-address: ``fix_b``), ``02-ddns`` (the box
-moves, DDNS: ``ddns``), ``02-vps`` (vps-pbx: ``vps``), ``02-vps-symmetric`` (symmetric
-handling: ``sym``), ``02-vps-alg`` (SIP ALG: ``alg``), ``02-vps-direct`` (direct media:
-ALG on, then off with symmetric handling: ``direct``) and ``02-two-homes`` (two-homes: each
-phone behind its own box, Asterisk's NAT settings on, direct media on then off: ``homes``).
-Every truth is read from their captures (the Internet side of the box; both homes for
-``02-two-homes``), from the conversations they measured (what each phone heard) or from what the
-lab answered (a REGISTER accepted or not), opened by the checking code (``truth.session``); a
-check also fails when the lab does not show the behaviour the exercise is about, whatever the
-answer. Predictions (``moved_register``, ``drop_after``, ``alg_media_dst`` …) are noted in the
-session's log before the cell that shows the result.
+address: ``fix_b``) and ``02-ddns`` (the box moves, DDNS: ``ddns``).  Every truth is read from
+their captures (the Internet side of the box), from the conversations they measured (what each
+phone heard) or from what the lab answered (a REGISTER accepted or not), opened by the checking
+code (``truth.session``); a check also fails when the lab does not show the behaviour the
+exercise is about, whatever the answer.  Predictions (``moved_register``, ``drop_after`` …) are
+noted in the session's log before the cell that shows the result.
 
 Two fixes are the student's own text, judged by *configure* probes on a fresh ``home-pbx`` lab
 built from it (read as data by :mod:`labkit.teaching.nat`): the box's forwards (``my_forwards``:
@@ -32,7 +27,9 @@ from __future__ import annotations
 from labkit.addresses import is_rfc1918
 from labkit.errors import LabkitError
 from labkit.grading import diagnosis, probes
+from labkit.grading.answer_values import said_address, seconds, whole_number
 from labkit.grading.checks import check, configure, recording
+from labkit.grading.exercises.box_wire import heard, private_sdp_count, public_address, wan
 from labkit.teaching.faults import student_id
 from labkit.teaching.nat import (
     HOME_LAB,
@@ -43,37 +40,19 @@ from labkit.teaching.nat import (
     nat_overrides,
     pick_nat_fault,
 )
-from labkit.teaching.two_nat import TWO_HOMES_LAB, arp_requests
 
-NB = "02-nat"
-HOME, VPS = ("lan", "internet"), ("lan", "internet")
+NB = "02a-nat-home"
+HOME = ("lan", "internet")
 NO_FORWARD = recording(NB, "02-no-forward", "home-pbx", capture=HOME).name
 FIX_A = recording(NB, "02-forward", "home-pbx", capture=HOME).name
 FIX_B = recording(NB, "02-external", "home-pbx", capture=HOME).name
 LONG_CALL = recording(NB, "02-long-call", "home-pbx", capture=("internet",)).name
 DDNS = recording(NB, "02-ddns", "home-pbx", capture=("internet",)).name
-recording(NB, "02-vps", "vps-pbx", capture=VPS)
-SYM = recording(NB, "02-vps-symmetric", "vps-pbx", capture=VPS).name
-ALG = recording(NB, "02-vps-alg", "vps-pbx", capture=VPS).name
 DIAGNOSIS = {fault: recording(NB, f"02-diagnose-{n}", HOME_LAB, capture=HOME, overrides=nat_fault_overrides(fault)).name
              for n, fault in enumerate(NAT_FAULTS, 1)}
-DIRECT = recording(NB, "02-vps-direct", "vps-pbx", capture=("lan",), overrides={"pbx": {"direct_media": True}}).name
-TWO_HOMES = recording(NB, "02-two-homes", TWO_HOMES_LAB, capture=("home-a", "home-b", "internet"),
-                      overrides={"pbx": {"direct_media": True}}).name
 
 
 # -- truths, from the captures and the conversations ----------------------------------------------
-def wan(session):
-    """The SIP table of the Internet side of the box."""
-    return session.table("sip", "internet")
-
-
-def public_address(session) -> str:
-    """The box's address on the Internet side, as the lab file gives it."""
-    box = next(h for h in session.spec.hosts if h.nat is not None)
-    return str(next(i.address for i in box.interfaces if i.network == box.nat.outside))
-
-
 def held_call(session):
     """The Internet-side messages of Bob's last call (the one nobody hung up), in order."""
     sip = wan(session)
@@ -82,13 +61,11 @@ def held_call(session):
         raise AssertionError("the recording holds no INVITE from Bob on the Internet side")
     return sip[sip.call_id == invites.call_id.iloc[-1]].sort_values("frame")
 
-
 def ok_sent(session) -> int:
     """How many times the box sent Asterisk's 200 OK to that INVITE (first send included)."""
     call = held_call(session)
     oks = (call.status_code == 200) & (call.cseq_method == "INVITE") & (call.src == public_address(session))
     return int(oks.sum())
-
 
 def drop_after(session) -> float | None:
     """Seconds from Asterisk's first 200 OK to its BYE (RFC 3261 §13.3.1.4: 64*T1 without ACK);
@@ -100,29 +77,13 @@ def drop_after(session) -> float | None:
         return None
     return float(byes.time.iloc[0] - oks.time.iloc[0])
 
-
-def talks(session) -> list[dict]:
-    """What each measured conversation of a session gave: listener -> summary."""
-    return [talk["heard"] for talk in session.recorder.results("talk")]
-
-
-def heard(session, index: int = -1) -> dict[str, bool]:
-    """Listener -> whether it heard the other, for one conversation (the last by default)."""
-    done = talks(session)
-    if not done:
-        raise AssertionError("this lab has not measured a call yet: run the notebook's talk() cell")
-    return {phone: bool(v["heard_the_other"]) for phone, v in done[index].items()}
-
-
 def bob_registers(session):
     sip = wan(session)
     return sip[(sip.method == "REGISTER") & (sip.src == session.address("bob"))]
 
-
 def answers_to_bob(session):
     sip = wan(session)
     return sip[~sip.is_request.astype(bool) & (sip.dst == session.address("bob"))]
-
 
 def answer_sdp_to_bob(session) -> str:
     """The c= address of the first 200 OK (to an INVITE, with SDP) sent to Bob, Internet side."""
@@ -131,45 +92,16 @@ def answer_sdp_to_bob(session) -> str:
                & (sip.dst == session.address("bob"))].sort_values("frame")
     return str(rows.sdp_c_addr.iloc[0])
 
-
-def private_sdp_count(sip) -> int:
-    return int(sip.sdp_c_addr.fillna("").map(is_rfc1918).sum())
-
-
 def last_register_ok_from(session) -> str:
     """Who sent the last 200 OK to a REGISTER on the Internet side (the registrar Bob reached)."""
     sip = wan(session)
     ok = sip[(sip.status_code == 200) & (sip.cseq_method == "REGISTER")].sort_values("frame")
     return str(ok.src.iloc[-1])
 
-
-def register_answer_port(session, user: str) -> int:
-    """The port Asterisk answered ``user``'s first REGISTER to, on the Internet side: the port the
-    box chose for that phone, which Asterisk learnt from the packet's source and wrote back as
-    ``rport=`` in the response's Via (RFC 3581 §4)."""
-    sip = wan(session)
-    pbx = session.address(session.spec.pbx.host)
-    ok = sip[(sip.src == pbx) & (sip.dst == public_address(session)) & (sip.status_code == 200)
-             & (sip.cseq_method == "REGISTER") & sip.to_uri.astype(str).str.contains(f"sip:{user}@", regex=False)]
-    if ok.empty:
-        raise AssertionError(f"the recording holds no 200 OK to {user}'s REGISTER on the Internet side")
-    return int(ok.sort_values("frame").dport.iloc[0])
-
-
 def ddns_address(session) -> str:
     return session.recorder.results("ddns-update")[0]
 
-
-def alg_invite_sdp(session) -> str:
-    """The c= address of the first INVITE that left the box after the ALG was switched on."""
-    sip = wan(session)
-    after = sip[(sip.time > session.marks()["alg"]) & (sip.method == "INVITE")
-                & (sip.src == public_address(session)) & sip.has_sdp.astype(bool)].sort_values("frame")
-    return str(after.sdp_c_addr.iloc[0])
-
-
 MOVED_REGISTER = ("accepted", "rejected", "unanswered")
-
 
 def register_after_move(session) -> str | None:
     """What became of Bob's first REGISTER after the box moved: ``accepted`` (the recorded
@@ -188,81 +120,14 @@ def register_after_move(session) -> str | None:
     return "rejected" if len(answers) else "unanswered"
 
 
-def media_destinations(session, *, after: str, source: str) -> set[str]:
-    """Where ``source`` sent RTP on the home side after the mark ``after``, the PBX left out."""
-    streams = session.table("streams", "lan")
-    chosen = streams[(streams.first_time >= session.marks()[after]) & (streams.src == source)
-                     & (streams.dst != session.address(session.spec.pbx.host))]
-    return set(chosen.dst.astype(str))
-
-
-def media_destinations_with_alg(session) -> set[str]:
-    """Where the phones sent RTP, on the home side, before the mark 'no-alg' (the ALG was on);
-    streams to the PBX itself (before a re-INVITE took effect) are left out."""
-    streams = session.table("streams", "lan")
-    phones = {session.address(p.host) for p in session.spec.phones}
-    with_alg = streams[(streams.first_time < session.marks()["no-alg"]) & streams.src.isin(phones)
-                       & (streams.dst != session.address(session.spec.pbx.host))]
-    return set(with_alg.dst.astype(str))
-
-
-def home_of(session, phone: str) -> str:
-    """The network of ``phone``'s host (its home, in the two-homes lab)."""
-    host = next(p.host for p in session.spec.phones if p.name == phone)
-    return session.spec.host(host).interfaces[0].network
-
-
-def reinvite_to(session, phone: str) -> str | None:
-    """The ``c=`` address of the first re-INVITE of direct media that Asterisk sent ``phone``,
-    as it arrived on the phone's home network: an INVITE from the PBX whose SDP does not name
-    the PBX itself.  None if Asterisk sent none."""
-    sip = session.table("sip", home_of(session, phone))
-    pbx = session.address(session.spec.pbx.host)
-    invites = sip[(sip.method == "INVITE") & (sip.src == pbx) & (sip.dst == session.address(phone))
-                  & sip.has_sdp.astype(bool) & (sip.sdp_c_addr != pbx)].sort_values("frame")
-    return None if invites.empty else str(invites.sdp_c_addr.iloc[0])
-
-
-def looked_for_at_home(session, phone: str, address: str) -> bool:
-    """Whether ``phone`` asked its own home network who has ``address`` (ARP) and nobody answered."""
-    arp = arp_requests(session.pcap_at(home_of(session, phone)))
-    asked = arp[(arp.asker == session.address(phone)) & (arp.asked == address)]
-    return not asked.empty and not asked.answered.any()
-
-
-def _addr(value) -> str:
-    return str(value).strip().split(":")[0]
-
-
-def _number(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"expected a number of seconds, not {value!r}")
-    return float(value)
-
-
-def _bool(value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected True or False, not {value!r}")
-    return value
-
-
-def _int(value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"expected a number, not {value!r}")
-    return int(value)
-
-
 # -- configure probes: the student's forwards and NAT lines ---------------------------------------
 PROBE_TIMEOUT = 90
-
 
 def apply_forwards(text: str, track) -> dict:
     return forward_overrides(text)  # a NatTextError is the refusal (probes.validate)
 
-
 def apply_nat(text: str, track) -> dict:
     return nat_overrides(text, track.sip_config)
-
 
 def bob_registers_through_the_box(lab):
     """Bob (on the Internet) registers to the box's public address; the box's forwards in force
@@ -278,7 +143,6 @@ def bob_registers_through_the_box(lab):
         return False, "Bob registered, but no forward leads the RTP range (udp 10000-20000) to the PBX: no audio in"
     return True, "Bob registered through the box; SIP and the RTP range lead to the PBX"
 
-
 def two_way_without_private_sdp(lab):
     """A call Bob → Alice through the box: both hear the other, and nothing that left the box
     towards Bob announced a private address."""
@@ -291,7 +155,6 @@ def two_way_without_private_sdp(lab):
     if len(leaked):
         return False, f"{len(leaked)} SIP messages on the Internet side still name a private address"
     return True, "two-way, and no private address left the box"
-
 
 def forwards_problems(text) -> list[str]:
     """What the forwards text says wrong, read as data (no lab): the report's three rows, each
@@ -315,14 +178,12 @@ def forwards_problems(text) -> list[str]:
             problems.append(f"{what} goes to {rules[0].to}, not to the PBX")
     return problems
 
-
 # -- checks ----------------------------------------------------------------------------------------
 @check(NB, "fix-a-forwards-valid", points=1, answers=("my_forwards",),
        hint="the table's three rows: udp 5060, udp [10000, 20000], tcp 5061, each to: the PBX's LAN address")
 def _fix_a_forwards_valid(answer, truth):
     problems = forwards_problems(answer["my_forwards"])
     return not problems, "; ".join(problems[:3]) or "the report's three forwards, to the PBX"
-
 
 @configure(NB, "fix-a-forwards", answer="my_forwards", lab=HOME_LAB, apply=apply_forwards, points=2,
            timeout=PROBE_TIMEOUT,
@@ -331,7 +192,6 @@ def _fix_a_forwards_valid(answer, truth):
 def _fix_a_forwards(lab):
     return bob_registers_through_the_box(lab)
 
-
 @check(NB, "no-forward-unanswered", points=1, answers=("unanswered_registers",),
        hint="keep the rows of wan whose method is REGISTER and whose src is session.address('bob'); count them")
 def _no_forward_unanswered(answer, truth):
@@ -339,17 +199,15 @@ def _no_forward_unanswered(answer, truth):
     sent, answered = len(bob_registers(session)), len(answers_to_bob(session))
     if answered:
         return False, f"this capture shows {answered} answers to Bob: his REGISTERs did reach Asterisk"
-    said = _int(answer["unanswered_registers"])
+    said = whole_number(answer["unanswered_registers"])
     return sent > 0 and said == sent, f"you said {said}"
-
 
 @check(NB, "fix-a-sdp-leak", points=1, answers=("leaked_sdp_addr",),
        hint="rows with status_code 200, cseq_method INVITE, has_sdp, dst Bob's address: read sdp_c_addr")
 def _fix_a_sdp_leak(answer, truth):
     expected = answer_sdp_to_bob(truth.session(FIX_A))
-    said = _addr(answer["leaked_sdp_addr"])
+    said = said_address(answer["leaked_sdp_addr"])
     return said == expected and is_rfc1918(expected), f"you said {said}"
-
 
 @check(NB, "fix-a-one-way", points=1, answers=("deaf_phone",),
        hint="the one_way table has one row per listener; heard_the_other is False for the deaf one")
@@ -362,7 +220,6 @@ def _fix_a_one_way(answer, truth):
     said = str(answer["deaf_phone"]).strip().lower()
     return said == deaf[0], f"you said {said}"
 
-
 @configure(NB, "fix-b-nat-lines", answer={"sip.conf": "nat_sip", "pjsip.conf": "nat_pjsip"}, lab=HOME_LAB,
            apply=apply_nat, points=3, timeout=PROBE_TIMEOUT,
            hint="the address the Internet reaches the box at (its public address) as externip / "
@@ -370,17 +227,15 @@ def _fix_a_one_way(answer, truth):
 def _fix_b_nat_lines(lab):
     return two_way_without_private_sdp(lab)
 
-
 @check(NB, "fix-b-no-private-sdp", points=1, answers=("private_sdp_out",),
        hint="fix_b.table('sip', 'internet').sdp_c_addr: count the values starting with 192.168.")
 def _fix_b_no_private_sdp(answer, truth):
     expected = private_sdp_count(wan(truth.session(FIX_B)))
-    said = _int(answer["private_sdp_out"])
+    said = whole_number(answer["private_sdp_out"])
     if expected:
         return False, (f"{expected} SIP messages on the Internet side still announce a private address: "
                        f"Asterisk's external address is not set (you said {said})")
     return said == expected, f"you said {said}"
-
 
 @check(NB, "long-call-drop", points=1, answers=("drop_after",),
        hint="no ACK ever reaches Asterisk; RFC 3261 §13.3.1.4: how long does a UAS keep retransmitting its 2xx?")
@@ -389,17 +244,15 @@ def _long_call_drop(answer, truth):
     if expected is None or not 28 <= expected <= 36:
         return False, ("in your lab Asterisk did not end the call about 32 s after answering: "
                        "the lab was not set up as here")
-    said = _number(answer["drop_after"])
+    said = seconds(answer["drop_after"])
     return abs(said - expected) <= 1.5, f"you predicted {said:g} s"
-
 
 @check(NB, "long-call-ok-sent", points=1, answers=("ok_sent",),
        hint="first send at 0, then intervals of T1 = 0.5 s doubling up to T2 = 4 s, until 64*T1 = 32 s")
 def _long_call_ok_sent(answer, truth):
     expected = ok_sent(truth.session(LONG_CALL))
-    said = _int(answer["ok_sent"])
+    said = whole_number(answer["ok_sent"])
     return said == expected, f"you predicted {said}"
-
 
 @check(NB, "ddns-moved-register", points=1, answers=("moved_register",),
        hint="Bob's phone looks voip.home.example up for each REGISTER; what does the name answer right after the "
@@ -413,7 +266,6 @@ def _ddns_moved_register(answer, truth):
         return False, f"{said!r} is not one of: {', '.join(MOVED_REGISTER)}"
     return said == expected, f"you predicted {said}"
 
-
 @check(NB, "ddns-register", points=1, answers=("ddns_register_to",),
        hint="the DDNS client changes what voip.home.example answers; Bob's phone asks again for each REGISTER")
 def _ddns_register(answer, truth):
@@ -421,9 +273,8 @@ def _ddns_register(answer, truth):
     expected = last_register_ok_from(session)
     if expected != ddns_address(session):
         return False, f"in your lab Bob's last accepted REGISTER went to {expected}, not to the updated address"
-    said = _addr(answer["ddns_register_to"])
+    said = said_address(answer["ddns_register_to"])
     return said == expected, f"you predicted {said}"
-
 
 def unrestarted_answer(session) -> tuple[str, dict[str, bool]]:
     """(c= of Asterisk's first 200 OK with SDP to Bob, who heard the other) for the call placed
@@ -442,9 +293,7 @@ def unrestarted_answer(session) -> tuple[str, dict[str, bool]]:
         raise AssertionError("no 200 OK with SDP reached Bob after the 'unrestarted' mark")
     return str(oks.sdp_c_addr.iloc[0]), {p: bool(v["heard_the_other"]) for p, v in talk["result"]["heard"].items()}
 
-
 DEAF = ("alice", "bob", "none")
-
 
 @check(NB, "ddns-unrestarted", points=2, answers=("unrestarted_sdp_addr", "unrestarted_deaf"),
        hint="chan_sip looks externhost up again after externrefresh seconds; PJSIP resolves its external_* "
@@ -459,107 +308,10 @@ def _ddns_unrestarted(answer, truth):
     said_deaf = str(answer["unrestarted_deaf"]).strip().lower()
     if said_deaf not in DEAF:
         return False, f"unrestarted_deaf {said_deaf!r} is not one of: {', '.join(DEAF)}"
-    said_addr = _addr(answer["unrestarted_sdp_addr"])
+    said_addr = said_address(answer["unrestarted_sdp_addr"])
     wrong = [name for name, ok in (("the address", said_addr == address),
                                    ("the deaf phone", said_deaf == expected_deaf)) if not ok]
     return not wrong, "both right" if not wrong else f"{' and '.join(wrong)} wrong"
-
-
-@check(NB, "symmetric-rport", points=2, answers=("rports",),
-       hint="sym.message(200, src='vps', place='internet', index=N): the answers whose To is sip:6000@… (Alice) "
-            "and sip:6001@… (Bob); each Via's rport= parameter")
-def _symmetric_rport(answer, truth):
-    session = truth.session(SYM)
-    deaf = [p for p, ok in heard(session).items() if not ok]
-    if deaf:
-        return False, f"in your lab {' and '.join(deaf)} did not hear the other: symmetric handling is not in place"
-    said = answer["rports"]
-    if not isinstance(said, dict) or set(said) != {"alice", "bob"}:
-        return False, f"rports should be {{'alice': port, 'bob': port}}, not {said!r}"
-    expected = {"alice": register_answer_port(session, "6000"), "bob": register_answer_port(session, "6001")}
-    wrong = [name for name in expected if _int(said[name]) != expected[name]]
-    return not wrong, f"you said {said}" + (f": {' and '.join(wrong)} wrong" if wrong else "")
-
-
-@check(NB, "symmetric-still-private", points=1, answers=("private_left_box",),
-       hint="keep the rows of sym's Internet-side SIP table sent from 198.51.100.1; count the private sdp_c_addr")
-def _symmetric_still_private(answer, truth):
-    session = truth.session(SYM)
-    sip = wan(session)
-    expected = private_sdp_count(sip[sip.src == public_address(session)])
-    said = _int(answer["private_left_box"])
-    return expected > 0 and said == expected, f"you said {said}"
-
-
-@check(NB, "alg-rewrites", points=1, answers=("alg_sdp_addr",),
-       hint="the ALG rewrites the private addresses inside the SIP messages it forwards: "
-            "into which address of the box?")
-def _alg_rewrites(answer, truth):
-    session = truth.session(ALG)
-    expected = alg_invite_sdp(session)
-    if expected != public_address(session):
-        return False, f"the INVITE left the box with c={expected}: the ALG did not rewrite it"
-    said = _addr(answer["alg_sdp_addr"])
-    return said == expected, f"you said {said}"
-
-
-@check(NB, "alg-direct-media-lost", points=1, answers=("alg_media_dst",),
-       hint="the re-INVITE gives each phone the other's address as Asterisk knows it — after the ALG's rewriting")
-def _alg_direct_media_lost(answer, truth):
-    session = truth.session(DIRECT)
-    heard_with_alg = heard(session, 0)
-    if any(heard_with_alg.values()):
-        return False, ("in your lab a phone heard the other with the ALG on and direct media: "
-                       "the lab was not set up as in the notebook")
-    expected = media_destinations_with_alg(session)
-    if expected != {public_address(session)}:
-        return False, f"in your lab the phones sent RTP to {sorted(expected)}, not to the box's public address"
-    said = _addr(answer["alg_media_dst"])
-    return said in expected, f"you said {said}"
-
-
-@check(NB, "lan-direct-media", points=1, answers=("lan_direct_dst",),
-       hint="without the ALG, Asterisk knows each phone's own address (Contact, c=) — symmetric handling "
-            "fixes only its replies")
-def _lan_direct_media(answer, truth):
-    session = truth.session(DIRECT)
-    if not all(heard(session, -1).values()):
-        return False, "in your lab the call with the ALG off was not two-way: the lab was not set up as in the notebook"
-    bob = session.address("bob")
-    expected = media_destinations(session, after="no-alg", source=bob)
-    if len(expected) != 1:
-        return False, f"in your lab Bob's phone sent RTP to {sorted(expected)} with the ALG off"
-    said = _addr(answer["lan_direct_dst"])
-    return said in expected, f"you predicted {said}"
-
-
-@check(NB, "two-homes-media-dst", points=1, answers=("bob_media_dst",),
-       hint="the re-INVITE gives Bob the address Alice's phone wrote in its SDP — and Asterisk passes it on as it is")
-def _two_homes_media_dst(answer, truth):
-    session = truth.session(TWO_HOMES)
-    expected = reinvite_to(session, "bob")
-    if expected is None:
-        return False, "in your lab Asterisk did not re-INVITE Bob: direct media was not on"
-    if not looked_for_at_home(session, "bob", expected):
-        return False, f"in your lab Bob's phone did not look for {expected} on its own network in vain"
-    said = _addr(answer["bob_media_dst"])
-    return said == expected, f"you predicted {said}"
-
-
-@check(NB, "two-homes-hearing", points=1, answers=("hearing",),
-       hint="where do Bob's packets go, and can anything at that address in Bob's home reach Alice? And Alice's?")
-def _two_homes_hearing(answer, truth):
-    session = truth.session(TWO_HOMES)
-    if reinvite_to(session, "bob") is None:
-        return False, "in your lab Asterisk did not re-INVITE Bob: direct media was not on"
-    if len(talks(session)) < 2 or not all(heard(session, -1).values()):
-        return False, "in your lab the call with media anchored on Asterisk was not two-way: run the section's cells"
-    said = answer["hearing"]
-    if not isinstance(said, (list, tuple, set)) or not all(isinstance(p, str) for p in said):
-        raise TypeError(f'expected a list of phones ("alice", "bob"), not {said!r}')
-    expected = {phone for phone, yes in heard(session, 0).items() if yes}
-    return {p.strip().lower() for p in said} == expected, f"you predicted {sorted(said)}"
-
 
 # -- the diagnosis: a NAT fault per student ---------------------------------------------------------
 # Hidden: with its verdict on screen, three tries would find the name without a diagnosis.
@@ -570,12 +322,10 @@ def _diagnose_name(answer, truth):
     expected = diagnosis.students_fault(truth, pick_nat_fault, DIAGNOSIS, nat_fault_overrides)
     return diagnosis.judge_name(answer["fault"], expected, NAT_FAULTS)
 
-
 def apply_nat_fix(text: str, track, student: str | None = None) -> dict:
     """The student's fix (forwards or NAT lines) over the fault of their own lab."""
     _, fault = pick_nat_fault(student_id(student))
     return nat_fix_overrides(text, fault)  # a NatTextError is the refusal (probes.validate)
-
 
 @configure(NB, "diagnose-fixed", answer="fix", lab=HOME_LAB, apply=apply_nat_fix, points=2,
            timeout=PROBE_TIMEOUT,

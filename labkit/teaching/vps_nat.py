@@ -22,7 +22,7 @@ import copy
 import re
 from typing import Any
 
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, LabStateError
 from labkit.spec import load_spec, merge_overrides
 from labkit.teaching.display import Text
 from labkit.teaching.faults import pick as pick_for_student
@@ -44,12 +44,14 @@ VPS_FAULTS: dict[str, str] = {
     # it believes what the phones wrote, the private Contact and SDP c=192.168.0.x.  Modern
     # (PJSIP): it sends its INVITE for Alice to her registered Contact, 192.168.0.11, which the
     # VPS cannot route: on the Internet only Bob's INVITE (401, then 100 Trying) and nothing
-    # after — no INVITE to the box, no RTP.  Legacy (chan_sip): its peer's address is where the
-    # REGISTER came from (RFC 3581 §4 rport, honoured even with nat=no), so the call is
-    # answered, but Asterisk's ACK goes to Alice's private Contact (RFC 3261 §13.2.2.4: the
-    # ACK to a 2xx goes to the remote target), so her 200 OK is retransmitted (§13.3.1.4), and
-    # its RTP goes to the SDP's private addresses: the phones' RTP reaches the VPS, none comes
-    # back.
+    # after — no INVITE to the box, no RTP (Bob's phone gives up when the test stops waiting).
+    # Legacy (chan_sip): a peer whose REGISTER's Via carries rport (RFC 3581 §4; chan_sip's
+    # SIP_NAT_RPORT_PRESENT) is kept at the address the REGISTER came from even with nat=no,
+    # so its INVITE for Alice reaches the box and the call is answered; but its ACK goes to
+    # Alice's private Contact (RFC 3261 §13.2.2.4: the ACK to a 2xx goes to the remote
+    # target), so her 200 OK is retransmitted (§13.3.1.4: 0.5 s, 1 s, 2 s …), and its RTP
+    # goes to the SDP's private c= (no route from the VPS): the phones' RTP reaches the VPS,
+    # none comes back.
     "no-symmetric-handling": "Asterisk believes the private addresses the phones write (no NAT handling)",
     # The box's SIP ALG on, and direct media on (symmetric handling on): the ALG rewrote the
     # phones' Contact and c= to the box's 198.51.100.1, so Asterisk's direct-media re-INVITEs
@@ -224,4 +226,10 @@ class VpsNatSession:
             for phone in self.lab.phones:
                 self.lab.phone(phone).register_again()
             return in_force(spec)
-        return Text(self._ask("fix-vps", change, fix={k: keys[k] for k in sorted(keys)}))
+        try:
+            return Text(self._ask("fix-vps", change, fix={k: keys[k] for k in sorted(keys)}))
+        except LabStateError:
+            if self.mode != "replay":
+                raise
+            raise VpsFixError("This recording was made with another fix; replay can only show what was "
+                              "recorded.", hint="run the notebook live (as root) to try your own fix") from None

@@ -127,3 +127,21 @@ def test_the_error_is_the_nat_exercises_kind_and_an_unknown_fault_is_refused():
 def test_the_session_has_the_diagnosis():
     assert issubclass(Session, VpsNatSession)
     assert callable(Session.vps_diagnosis) and callable(Session.fix_vps)
+
+
+def test_in_replay_the_recorded_fix_is_shown_and_another_one_is_refused_with_the_reason(tmp_path):
+    import json
+
+    from labkit.teaching.recorder import Recorder
+    fault = "no-symmetric-handling"
+    shown = in_force(load_spec("vps-pbx", vps_fix_overrides("symmetric: yes", fault)))
+    path = tmp_path / "session.json"
+    path.write_text(json.dumps({"entries": [{"kind": "fix-vps", "args": {"fix": {"symmetric": True}},
+                                             "result": shown}]}))
+    session = Session("vf-unit", "vps-pbx", "modern", "replay", vps_fault_overrides(fault))
+    session.recorder = Recorder(path, replay=True)
+    assert str(session.fix_vps("symmetric: yes")) == shown
+    with pytest.raises(VpsFixError, match="another fix"):
+        session.fix_vps("sip_alg: yes")
+    with pytest.raises(VpsFixError, match="not a key"):  # the text is read before the recording
+        session.fix_vps("nat: yes")

@@ -45,8 +45,8 @@ def read():
     return nbtools.read(NAME)
 
 
-def execute(env: dict[str, str], *, report_checks: bool = False):
-    return nbtools.execute(NAME, env, report_checks=report_checks, timeout=TIMEOUT)
+def execute(env: dict[str, str], *, report_checks: bool = False, nb=None):
+    return nbtools.execute(NAME, env, report_checks=report_checks, timeout=TIMEOUT, nb=nb)
 
 
 def sessions(nb) -> list[tuple[str, tuple[str, ...]]]:
@@ -56,7 +56,22 @@ def sessions(nb) -> list[tuple[str, tuple[str, ...]]]:
     for call in re.finditer(r'Session\.start\(\s*"([^"]+)"(.*?)\)\n', source, re.S):
         capture = re.search(r"capture=\(([^)]*)\)", call.group(2))
         out.append((call.group(1), tuple(re.findall(r'"([^"]+)"', capture.group(1) if capture else "")) or ("lan",)))
+    for name in re.findall(r'Session\.vps_diagnosis\(\s*"([^"]+)"', source):  # one recording per fault
+        from labkit.teaching.vps_nat import VPS_FAULTS
+        out += [(f"{name}-{n}", ("lan", "internet")) for n in range(1, len(VPS_FAULTS) + 1)]
     return out
+
+
+def student_ids() -> dict[str, str]:
+    """A student id per VPS fault (the default student's first)."""
+    from labkit.teaching.faults import ids_drawing_each
+    from labkit.teaching.vps_nat import VPS_FAULTS, pick_vps_fault
+    return ids_drawing_each(pick_vps_fault, VPS_FAULTS)
+
+
+FIREWALL_FIX = "firewall_allow:\n  - {proto: udp, ports: 5060}\n  - {proto: udp, ports: 10000-20000}\n"
+RIGHT_FIX = {"no-symmetric-handling": "symmetric: yes", "alg-with-direct-media": "direct_media: no",
+             "firewall-without-rtp": FIREWALL_FIX}
 
 
 # -- (1) regression: stored outputs == a fresh replay run (modern track) --------------------------
@@ -72,6 +87,7 @@ def test_stored_outputs_show_the_measurements():
     assert 'udp dport 5060 ct helper set "sip"' in text        # the ALG: UDP 5060 only
     assert "received=198.51.100.1" in text and "rport=" in text  # RFC 3581 in a raw response Via
     assert "direct_media = no" in text and "192.168.1.11" in text  # two homes: anchored, Alice's private address
+    assert "sip_alg = yes" in text and "direct_media = no" in text  # the default student's diagnosis, fixed
     assert "✗" not in text
 
 
@@ -84,7 +100,8 @@ def test_replay_legacy_runs():
     assert "nat = force_rport,comedia" in text
     assert "rtp_symmetric" not in text
     assert "✗" not in text, "a check cell failed"
-    assert [r for r in check_results(nb) if not r[1]] == []
+    # The diagnosis fix's probe needs a live lab: in replay it says so and counts nothing.
+    assert [r for r in check_results(nb) if not r[1] and "checked on a live lab" not in r[2]] == []
 
 
 # -- (3) live, both tracks -------------------------------------------------------------------------
@@ -99,7 +116,8 @@ def test_live_runs_and_checks_pass(track):
     results = check_results(nb)
     assert len(results) >= 7
     assert [r for r in results if not r[1]] == []
-    assert {"symmetric-rport", "alg-direct-media-lost", "two-homes-hearing"} <= {r[0] for r in results}
+    assert {"symmetric-rport", "alg-direct-media-lost", "two-homes-hearing", "diagnose-name",
+            "diagnose-fixed"} <= {r[0] for r in results}
     assert_strict_rtp_switched_to_the_box(text)
 
 
@@ -138,19 +156,21 @@ def test_structure():
     assert "from labkit.teaching import Session" in first and "from labkit.grading import checks" in first
     assert re.search(r'vps = Session\.start\("02-vps", "vps-pbx"', first)
     assert "vps.banner()" in first
-    assert "homes.close()" in last
+    assert "diag.close()" in last
     # every session started is closed
-    started = re.findall(r"^(\w+) = Session\.start\(", "\n".join(c.source for c in cells), re.M)
+    started = re.findall(r"^(\w+) = Session\.(?:start|vps_diagnosis)\(", "\n".join(c.source for c in cells), re.M)
     closed = re.findall(r"^(\w+)\.close\(\)", "\n".join(c.source for c in cells), re.M)
     assert sorted(started) == sorted(closed)
     exercises = [c for c in cells if "### BEGIN SOLUTION" in c.source]
-    assert len(exercises) >= 4
+    assert len(exercises) >= 5
     for cell in exercises:
         assert "### END SOLUTION" in cell.source
         assert cell.metadata.get("nbgrader", {}).get("solution") is True
     from labkit.grading import checks
     shown = set(re.findall(r'checks\.run\(\s*"02b-nat-vps",\s*"([^"]+)"', "\n".join(c.source for c in cells)))
-    assert shown == {c.id for c in checks.registered(NAME)}
+    registered = checks.registered(NAME)
+    assert shown == {c.id for c in registered}
+    assert [c.id for c in registered if c.hidden] == ["diagnose-name"]
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     for term in ("nat=force_rport,comedia", "switching source address", "RFC 3581", "hairpin"):
         assert term in prose, term
@@ -179,7 +199,7 @@ def test_outputs_small():
 
 def test_recordings_present():
     found = sessions(read())
-    assert [name for name, _ in found] == ["02-vps", "02-vps-symmetric", "02-vps-alg", "02-vps-direct", "02-two-homes"]
+    assert [name for name, _ in found] == RECORDINGS
     for name, places in found:
         for track in TRACKS:
             assert (DATA / "recorded" / f"{name}-{track}" / "session.json").is_file(), (name, track)
@@ -199,15 +219,18 @@ def rport_of(track, user: str) -> int:
     return int(re.search(r";rport=(\d+)", answer).group(1))
 
 
-RECORDINGS = ["02-vps", "02-vps-symmetric", "02-vps-alg", "02-vps-direct", "02-two-homes"]
+RECORDINGS = ["02-vps", "02-vps-symmetric", "02-vps-alg", "02-vps-direct", "02-two-homes",
+              "02-vps-diagnose-1", "02-vps-diagnose-2", "02-vps-diagnose-3"]
 
 
 @pytest.mark.parametrize("track", TRACKS)
 def test_checks_tell_right_from_wrong(track, tmp_path):
     """The answers as the grader receives them (plain values), the truth from the recordings the
     checks open themselves (checks.evaluate: what labkit grade does)."""
-    from labkit.grading import checks
+    from labkit.errors import LabkitError
+    from labkit.grading import checks, probes
     from labkit.teaching.session import Session
+    from labkit.teaching.vps_nat import VPS_FAULTS, pick_vps_fault
     sym = Session.start("02-vps-symmetric", "vps-pbx", track=track, mode="replay", capture=("lan", "internet"))
     sym_wan = sym.table("sip", "internet")
     right = {"rports": {"alice": rport_of(track, "6000"), "bob": rport_of(track, "6001")},
@@ -215,16 +238,28 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
                                      .str.startswith("192.168.").sum()),
              "alg_sdp_addr": "198.51.100.1",
              "alg_media_dst": "198.51.100.1", "lan_direct_dst": "192.168.0.11",
-             "bob_media_dst": "192.168.1.11", "hearing": []}
+             "bob_media_dst": "192.168.1.11", "hearing": [],
+             "vps_fault": pick_vps_fault()[1], "vps_fix": RIGHT_FIX[pick_vps_fault()[1]]}
     wrong = {"rports": {"alice": 5060, "bob": 5060}, "private_left_box": 0, "alg_sdp_addr": "192.168.0.12",
              "alg_media_dst": "198.51.100.10", "lan_direct_dst": "198.51.100.1",
-             "bob_media_dst": "198.51.100.1", "hearing": ["bob"]}
-    assert [r.id for r in checks.evaluate(NAME, right, track=track) if not r.passed] == []
+             "bob_media_dst": "198.51.100.1", "hearing": ["bob"],
+             "vps_fault": next(f for f in VPS_FAULTS if f != pick_vps_fault()[1]),
+             "vps_fix": "firewall_allow:\n  - {proto: udp, ports: 5060, to: 192.168.0.11}\n"}
+    results = checks.evaluate(NAME, right, track=track)
+    # The probe measures a live lab (the notebook's live test runs it); here it is not run.
+    assert {r.id for r in results if r.not_run} == {"diagnose-fixed"}
+    assert [r.id for r in results if not r.passed and not r.not_run] == []
     assert [r.id for r in checks.evaluate(NAME, wrong, track=track) if r.passed] == []
+    # the fix's text is read as data before any lab: the right one passes, the wrong one is
+    # refused with the reason
+    probe = checks.find(NAME, "diagnose-fixed").probe
+    assert probes.validate(probe, right["vps_fix"], track)
+    with pytest.raises(LabkitError, match="not a key of a rule"):
+        probes.validate(probe, wrong["vps_fix"], track)
     # a missing variable is a readable failure, not a crash
     missing = checks.evaluate(NAME, {"sym": sym}, track=track)
     assert not any(r.passed for r in missing)
-    assert "is not defined" in missing[0].message
+    assert "is not defined" in next(r for r in missing if not r.not_run).message
     # the ALG lab (media anchored, two-way) handed in as the direct-media one: its streams went to
     # Asterisk, and its only conversation was heard
     swapped = nbtools.recordings_folder(tmp_path / "swapped", track, RECORDINGS, {"02-vps-direct": "02-vps-alg"})
@@ -243,6 +278,59 @@ def test_checks_tell_right_from_wrong(track, tmp_path):
     for other in (["alice"], ["alice", "bob"], "nobody"):
         judged = checks.evaluate(NAME, {**right, "hearing": other}, track=track)
         assert not next(r for r in judged if r.id == "two-homes-hearing").passed, other
+
+
+@pytest.mark.parametrize("track", TRACKS)
+def test_every_diagnosis_lab_replays_and_its_solution_passes(track):
+    """Each fault's recording (made with a student id that draws it) replays the diagnosis
+    section, and the solution names that fault; the call before the fix was silent, the one
+    after it two-way."""
+    import nbformat
+
+    from labkit.teaching.session import Session
+    from labkit.teaching.vps_nat import VPS_FAULTS, vps_fault_overrides
+    nb = read()
+    cells = code_cells(nb)
+    start = next(i for i, c in enumerate(cells) if "Session.vps_diagnosis(" in c.source)
+    end = next(i for i, c in enumerate(cells) if c.source == "diag.close()")
+    imports = "from labkit.teaching import Session\nfrom labkit.grading import checks"
+    part = [imports, *(c.source for c in cells[start:end] if "checks.run(" not in c.source)]
+    for fault, student in student_ids().items():
+        small = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in part], metadata=nb.metadata)
+        small.cells.append(nbformat.v4.new_code_cell(
+            "import json as _json\n"
+            "print('CHECKS=' + _json.dumps([[r.id, r.passed, r.message] for r in checks.run_all('02b-nat-vps') "
+            "if r.id.startswith('diagnose')]))"))
+        out = execute({"LABKIT_MODE": "replay", "LABKIT_TRACK": track, "LABKIT_STUDENT": student}, nb=small)
+        assert errors(out) == [], (fault, errors(out))
+        results = {r[0]: r for r in check_results(out)}
+        assert results["diagnose-name"][1] is True, (fault, results)
+        number = list(VPS_FAULTS).index(fault) + 1
+        lab = Session.start(f"02-vps-diagnose-{number}", "vps-pbx", track=track, mode="replay",
+                            capture=("lan", "internet"), overrides=vps_fault_overrides(fault))
+        lab.recorder.replay_all()
+        talks = [talk["heard"] for talk in lab.recorder.results("talk")]
+        assert len(talks) == 2, fault
+        assert not any(p["heard_the_other"] for p in talks[0].values()), fault
+        assert all(p["heard_the_other"] for p in talks[1].values()), fault
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("fault, phone_to_phone", [("firewall-without-rtp", "direct_media: yes"),
+                                                   ("alg-with-direct-media", "sip_alg: no")])
+def test_live_the_fix_must_keep_the_media_on_asterisk(fault, phone_to_phone):
+    """On a fresh lab with the fault (tracks alternate): a fix that makes the call two-way phone to
+    phone across the home LAN (which two homes would not have) is refused by the probe, with
+    the packets counted; the right fix passes, media through Asterisk."""
+    from labkit.grading import checks, probes
+    from labkit.teaching.vps_nat import VPS_FAULTS
+    student = student_ids()[fault]
+    track = TRACKS[list(VPS_FAULTS).index(fault) % 2]
+    check = checks.find(NAME, "diagnose-fixed")
+    passed, detail = probes.measure(check, phone_to_phone, track, name=probes.lab_name(), student=student)
+    assert not passed and "phone to phone" in detail, detail
+    passed, detail = probes.measure(check, RIGHT_FIX[fault], track, name=probes.lab_name(), student=student)
+    assert passed and "media through Asterisk" in detail, detail
 
 
 # -- the student version: solutions removed, the notebook still goes to the end ------------------

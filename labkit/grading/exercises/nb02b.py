@@ -10,13 +10,26 @@ conversations they measured, opened by the checking code (``truth.session``); a 
 fails when the lab does not show the behaviour the exercise is about, whatever the answer.
 Predictions (``alg_sdp_addr``, ``alg_media_dst`` …) are noted in the session's log before the
 cell that shows the result.
+
+The diagnosis (``02-vps-diagnose-<n>``, the notebook's ``diag``): a vps-pbx lab set up as the
+notebook ends (symmetric handling, media anchored, the ALG off, the VPS's firewall open to SIP
+and RTP) with one fault drawn from the student's id (:data:`labkit.teaching.vps_nat.VPS_FAULTS`);
+``vps_fault`` is judged against that draw, confirmed by the recording of that lab, and
+``vps_fix`` (lab-file lines) by a probe on a fresh lab with the student's fault: a two-way call
+whose media goes through Asterisk — the fix the two homes of section 5 need, not a phone-to-phone
+path that works only because both phones share one LAN.
 """
 from __future__ import annotations
 
+from labkit import analysis
+from labkit.grading import diagnosis, probes
 from labkit.grading.answer_values import said_address, whole_number
-from labkit.grading.checks import check, recording
+from labkit.grading.checks import check, configure, recording
 from labkit.grading.exercises.box_wire import heard, private_sdp_count, public_address, talks, wan
+from labkit.teaching.faults import student_id
 from labkit.teaching.two_nat import TWO_HOMES_LAB, arp_requests
+from labkit.teaching.vps_nat import LAB as VPS_LAB
+from labkit.teaching.vps_nat import VPS_FAULTS, pick_vps_fault, vps_fault_overrides, vps_fix_overrides
 
 NB = "02b-nat-vps"
 VPS = ("lan", "internet")
@@ -26,6 +39,9 @@ ALG = recording(NB, "02-vps-alg", "vps-pbx", capture=VPS).name
 DIRECT = recording(NB, "02-vps-direct", "vps-pbx", capture=("lan",), overrides={"pbx": {"direct_media": True}}).name
 TWO_HOMES = recording(NB, "02-two-homes", TWO_HOMES_LAB, capture=("home-a", "home-b", "internet"),
                       overrides={"pbx": {"direct_media": True}}).name
+DIAGNOSIS = {fault: recording(NB, f"02-vps-diagnose-{n}", VPS_LAB, capture=VPS,
+                              overrides=vps_fault_overrides(fault)).name
+             for n, fault in enumerate(VPS_FAULTS, 1)}
 
 
 # -- truths, from the captures and the conversations ----------------------------------------------
@@ -175,3 +191,48 @@ def _two_homes_hearing(answer, truth):
         raise TypeError(f'expected a list of phones ("alice", "bob"), not {said!r}')
     expected = {phone for phone, yes in heard(session, 0).items() if yes}
     return {p.strip().lower() for p in said} == expected, f"you predicted {sorted(said)}"
+
+
+# -- the diagnosis: a VPS fault per student ---------------------------------------------------------
+PROBE_TIMEOUT = 120
+#: RTP packets each way through Asterisk in the probe's 2-s call (50 a second per stream when
+#: anchored); a few cross the VPS before direct media's re-INVITEs take effect.
+ANCHORED_PACKETS = 40
+
+
+# Hidden: with its verdict on screen, three tries would find the name without a diagnosis.
+@check(NB, "diagnose-name", points=1, hidden=True, answers=("vps_fault",),
+       hint="does Asterisk's INVITE for Alice reach the box, and is its 200 OK acknowledged? where do the phones "
+            "send their RTP at home after the answer? does any RTP leave the VPS?")
+def _diagnose_name(answer, truth):
+    expected = diagnosis.students_fault(truth, pick_vps_fault, DIAGNOSIS, vps_fault_overrides)
+    return diagnosis.judge_name(answer["vps_fault"], expected, VPS_FAULTS)
+
+
+def apply_vps_fix(text: str, track, student: str | None = None) -> dict:
+    """The student's fix (lab-file lines) over the fault of their own lab."""
+    _, fault = pick_vps_fault(student_id(student))
+    return vps_fix_overrides(text, fault)  # a VpsFixError is the refusal (probes.validate)
+
+
+def anchored_two_way(lab):
+    """Bob calls Alice: both hear the other, and the media went through Asterisk both ways (the
+    Internet side of the box carried RTP to and from the VPS for the whole call)."""
+    two_way, why, pcap = probes.two_way_call(lab, "bob", "6000", capture="internet")
+    if not two_way:
+        return False, why
+    streams = analysis.rtp_streams(pcap)
+    pbx = str(lab.spec.address_of(lab.spec.pbx.host))
+    into, out = int(streams[streams.dst == pbx].packets.sum()), int(streams[streams.src == pbx].packets.sum())
+    if min(into, out) < ANCHORED_PACKETS:
+        return False, (f"two-way, but phone to phone: {into} RTP packets reached Asterisk and {out} left it — "
+                       "between two homes (section 5) this call would be silent; keep the media on Asterisk")
+    return True, f"two-way, media through Asterisk ({into} RTP packets in, {out} out)"
+
+
+@configure(NB, "diagnose-fixed", answer="vps_fix", lab=VPS_LAB, apply=apply_vps_fix, points=2,
+           timeout=PROBE_TIMEOUT,
+           hint="one key a line among symmetric, direct_media, sip_alg, firewall_allow — the one your fault got "
+                "wrong, with media kept on Asterisk")
+def _diagnose_fixed(lab):
+    return anchored_two_way(lab)

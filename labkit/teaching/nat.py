@@ -1,4 +1,4 @@
-"""NAT fixes a student writes (notebook 02): the box's port forwards and Asterisk's NAT lines.
+"""NAT fixes a student writes (notebook 02a): the box's port forwards and Asterisk's NAT lines.
 
 The report's students fixed NAT by hand: a forward rule per row of their port table on the box's
 admin page, then ``externip``/``localnet``/``nat`` in ``sip.conf`` and a reload.  Here the

@@ -1,4 +1,4 @@
-"""Two homes, two boxes (notebook 02): each phone behind its own NAT, Asterisk on a VPS.
+"""Two homes, two boxes (notebook 02b): each phone behind its own NAT, Asterisk on a VPS.
 
 The report's real topology (lab ``two-homes``): Alice behind her ISP box, Bob behind his, both
 homes on the same private subnet (``192.168.1.0/24``, as real homes often are), Asterisk with a
@@ -55,7 +55,7 @@ def arp_requests(pcap: str | os.PathLike) -> pd.DataFrame:
 
 
 class TwoNatSession:
-    """Notebook 02's two-NAT part of a session."""
+    """Notebook 02b's two-NAT part of a session."""
 
     def direct_media(self, enabled: bool) -> Text:
         """Let media flow phone to phone (``directmedia=yes`` / ``direct_media = yes``) or

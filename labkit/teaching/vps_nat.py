@@ -1,7 +1,7 @@
-"""The VPS's NAT diagnosis (notebook 02, §6–7): a ``vps-pbx`` lab with one fault per student.
+"""The VPS's NAT diagnosis (notebook 02b, §6): a ``vps-pbx`` lab with one fault per student.
 
 Asterisk on a public VPS, Alice and Bob at home behind one ISP box — where the report's server
-ended up.  The right setup is the one notebook 02 builds: Asterisk's symmetric handling
+ended up.  The right setup is the one notebook 02b builds: Asterisk's symmetric handling
 (``nat=force_rport,comedia`` / ``rtp_symmetric``, ``force_rport``, ``rewrite_contact``), media
 anchored on Asterisk, the box's SIP ALG off, and the VPS's firewall open to SIP (5060/udp)
 and to Asterisk's RTP range (rtp.conf, 10000-20000/udp).  Each fault of :data:`VPS_FAULTS`

@@ -1,4 +1,4 @@
-"""Live, both tracks: the VPS's NAT diagnosis (labkit.teaching.vps_nat, notebook 02).
+"""Live, both tracks: the VPS's NAT diagnosis (labkit.teaching.vps_nat, notebook 02b).
 
 For each fault of ``VPS_FAULTS`` on each track, a fresh ``vps-pbx`` lab (named ``vf-…``) with the
 fault: the call Bob → Alice is not two-way, and the capture on the home side and on the Internet

@@ -1,4 +1,4 @@
-"""The NAT fixes a student writes in notebook 02 are read as data (labkit.teaching.nat): the box's
+"""The NAT fixes a student writes in notebook 02a are read as data (labkit.teaching.nat): the box's
 forwards as lab-file YAML, Asterisk's NAT lines as sip.conf / pjsip.conf — right texts become
 the lab file's settings, wrong ones are refused with the line and the reason (no lab, no root)."""
 from __future__ import annotations

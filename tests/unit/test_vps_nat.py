@@ -1,4 +1,4 @@
-"""The VPS's NAT diagnosis (notebook 02, labkit.teaching.vps_nat) as data: each fault is a valid
+"""The VPS's NAT diagnosis (notebook 02b, labkit.teaching.vps_nat) as data: each fault is a valid
 lab file with one thing of the right setup wrong, the draw is stable and covers every fault, the
 right fixes mend their fault in the lab file, and fix texts the exercise cannot read are refused
 with the reason (no lab, no root).  That the faults break the call and the fixes mend it, on both

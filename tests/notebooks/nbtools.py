@@ -91,6 +91,26 @@ def assert_metadata_clean(nb) -> None:
             assert "transient" not in out
 
 
+def assert_execution_counts_clean(nb) -> None:
+    """Run top to bottom once (counts 1, 2, 3 … or none at all, each result numbered as its
+    cell), and no noisy metadata."""
+    counts = [c.execution_count for c in code_cells(nb)]
+    assert counts == list(range(1, len(counts) + 1)) or all(c is None for c in counts), counts
+    for cell in code_cells(nb):
+        for out in cell.outputs:
+            if out.output_type == "execute_result":
+                assert out.execution_count == cell.execution_count
+    assert_metadata_clean(nb)
+
+
+def assert_outputs_small(name: str) -> None:
+    """The notebook file under MAX_NOTEBOOK, each code cell's outputs under MAX_CELL_OUTPUT."""
+    assert path_of(name).stat().st_size < MAX_NOTEBOOK
+    for i, cell in enumerate(code_cells(read(name))):
+        size = len(json.dumps(cell.get("outputs", [])))
+        assert size <= MAX_CELL_OUTPUT, f"code cell {i}: {size} bytes of output"
+
+
 def outputs_text(nb) -> str:
     parts = []
     for cell in code_cells(nb):

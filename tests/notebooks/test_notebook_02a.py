@@ -169,21 +169,11 @@ def test_code_is_track_neutral():
 
 
 def test_execution_counts_and_metadata_clean():
-    nb = read()
-    counts = [c.execution_count for c in code_cells(nb)]
-    assert counts == list(range(1, len(counts) + 1)) or all(c is None for c in counts), counts
-    assert_metadata_clean(nb)
-    for cell in code_cells(nb):
-        for out in cell.outputs:
-            if out.output_type == "execute_result":
-                assert out.execution_count == cell.execution_count
+    nbtools.assert_execution_counts_clean(read())
 
 
 def test_outputs_small():
-    assert PATH.stat().st_size < MAX_NOTEBOOK
-    for i, cell in enumerate(code_cells(read())):
-        size = len(json.dumps(cell.get("outputs", [])))
-        assert size <= MAX_CELL_OUTPUT, f"code cell {i}: {size} bytes of output"
+    nbtools.assert_outputs_small(NAME)
 
 
 def test_recordings_present():

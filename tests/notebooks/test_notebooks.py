@@ -95,20 +95,12 @@ def test_live_runs_and_checks_pass(name, track):
 # -- (4) hygiene -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", NAMES)
 def test_execution_counts_in_order(name):
-    counts = [c.execution_count for c in code_cells(read(name))]
-    assert counts == list(range(1, len(counts) + 1)) or all(c is None for c in counts), counts
-    for cell in code_cells(read(name)):
-        for out in cell.outputs:
-            if out.output_type == "execute_result":
-                assert out.execution_count == cell.execution_count
+    nbtools.assert_execution_counts_clean(read(name))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_outputs_small(name):
-    assert path_of(name).stat().st_size < MAX_NOTEBOOK
-    for i, cell in enumerate(code_cells(read(name))):
-        size = len(json.dumps(cell.get("outputs", [])))
-        assert size <= MAX_CELL_OUTPUT, f"code cell {i}: {size} bytes of output"
+    nbtools.assert_outputs_small(name)
 
 
 @pytest.mark.parametrize("name", NAMES)

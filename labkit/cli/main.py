@@ -98,6 +98,22 @@ def _parser() -> argparse.ArgumentParser:
     rm.set_defaults(func=_images_rm)
     img.set_defaults(func=lambda a: img.print_help() or 1)
 
+    room = sub.add_parser("classroom", help="a whole class: the student image, one container per student")
+    room_sub = room.add_subparsers(metavar="ACTION")
+    room_img = room_sub.add_parser("image", help="build, list or remove the student image")
+    room_img_sub = room_img.add_subparsers(metavar="ACTION")
+    room_build = room_img_sub.add_parser("build", help="build (or re-use) the student image")
+    room_build.add_argument("--force", action="store_true", help="rebuild even if one of the same key exists")
+    room_build.set_defaults(func=_classroom_image_build)
+    room_img_sub.add_parser("list", help="the student images").set_defaults(func=_classroom_image_list)
+    room_rm = room_img_sub.add_parser("rm", help="remove student images")
+    room_rm.add_argument("tag", nargs="?", help="one image (default: all of them)")
+    room_rm.set_defaults(func=_classroom_image_rm)
+    room_img.set_defaults(func=lambda a: room_img.print_help() or 1)
+    room_sub.add_parser("clean", help="remove every student container, volume and network the kit made"
+                        ).set_defaults(func=_classroom_clean)
+    room.set_defaults(func=lambda a: room.print_help() or 1)
+
     aud = sub.add_parser("audit", help="weak settings of sip.conf/pjsip.conf/extensions.conf "
                                        "and certificates, with why and the fix")
     aud.add_argument("paths", nargs="+", metavar="PATH",
@@ -268,3 +284,34 @@ def _images_rm(args) -> int:
     return 0
 
 
+
+
+def _classroom_image_build(args) -> int:
+    from labkit.classroom import image
+    built = image.build(force=args.force, progress=True)
+    print(f"{built.tag}: {', '.join(f'{k} {v}' for k, v in built.versions.items())}")
+    return 0
+
+
+def _classroom_image_list(args) -> int:
+    from labkit.classroom import image
+    rows = image.list_images()
+    if not rows:
+        print("No student image. `labkit classroom image build` makes it.")
+    for row in rows:
+        print(f"{row['tag']}  {row['size'] / 1e6:6.0f} MB  {row['created']}")
+    return 0
+
+
+def _classroom_image_rm(args) -> int:
+    from labkit.classroom import image
+    print("\n".join(f"removed {tag}" for tag in image.remove(args.tag)) or "nothing to remove")
+    return 0
+
+
+def _classroom_clean(args) -> int:
+    from labkit.classroom import container
+    removed = container.clean()
+    print("\n".join(f"removed {kind[:-1]} {name}" for kind, names in removed.items() for name in names)
+          or "nothing to remove")
+    return 0

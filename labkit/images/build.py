@@ -375,8 +375,8 @@ def _build(track: str, recipe: Recipe, *, progress: bool) -> ImageInfo:
     try:
         started = time.monotonic()
         tar_tmp = tmp / "image.tar.zst"
-        with _Progress(track, enabled=progress) as bar, _sigterm_interrupts():
-            _run_mmdebstrap(track, recipe, tar_tmp, tmp, log_path, bar)
+        with Progress(track, enabled=progress) as bar, _sigterm_interrupts():
+            run_mmdebstrap(track, recipe, tar_tmp, tmp, log_path, bar)
             bar.phase("extracting the tarball")
             rootfs_tmp = tmp / "rootfs"
             _extract(tar_tmp, rootfs_tmp)
@@ -412,7 +412,7 @@ def _reextract(track: str, recipe: Recipe, *, progress: bool) -> ImageInfo:
     tarball = _tarball(track, key)
     tmp = _scratch_dir(track, key)
     try:
-        with _Progress(track, enabled=progress) as bar:
+        with Progress(track, enabled=progress) as bar:
             meta = _read_json(_sidecar(track, key)) or {}
             bar.phase("checking the cached tarball")
             digest = _sha256(tarball)
@@ -467,8 +467,8 @@ def _install(track: str, key: str, tar_tmp: Path | None, rootfs_tmp: Path, meta:
     os.replace(rootfs_tmp, final)
 
 
-def _run_mmdebstrap(track: str, recipe: Recipe, output: Path, tmp: Path, log_path: Path,
-                    bar: _Progress) -> None:
+def run_mmdebstrap(track: str, recipe: Recipe, output: Path, tmp: Path, log_path: Path,
+                    bar: Progress) -> None:
     """Run mmdebstrap with its output going to the log, which we follow for progress.
 
     TMPDIR points into our scratch dir: mmdebstrap makes its chroot there (File::Temp),
@@ -502,7 +502,7 @@ def _run_mmdebstrap(track: str, recipe: Recipe, output: Path, tmp: Path, log_pat
                          hint=f"read the build log {log_path}")
 
 
-def _follow(proc: subprocess.Popen, log_path: Path, offset: int, bar: _Progress) -> None:
+def _follow(proc: subprocess.Popen, log_path: Path, offset: int, bar: Progress) -> None:
     """Follow the log as mmdebstrap writes it ("tail -f") until mmdebstrap exits.
 
     mmdebstrap's "I: <step>..." lines become progress phases; "E:"/"W:" lines are shown.
@@ -523,7 +523,7 @@ def _follow(proc: subprocess.Popen, log_path: Path, offset: int, bar: _Progress)
             time.sleep(0.1)
 
 
-def _show(text: str, bar: _Progress) -> None:
+def _show(text: str, bar: Progress) -> None:
     if text.startswith("I: "):
         phase = _phase_of(text[3:])
         if phase:
@@ -820,7 +820,7 @@ def _say(enabled: bool, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-class _Progress:
+class Progress:
     """A live "track: phase (12 s)" line on a terminal, timestamped lines otherwise.
 
     rich is only imported when stderr is a TTY, so CI logs get plain lines and the
@@ -835,7 +835,7 @@ class _Progress:
         self._task = None
         self._last = ""
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Progress:
         if self.enabled and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

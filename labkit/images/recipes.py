@@ -44,7 +44,7 @@ _DPKGOPTS = (
 # mmdebstrap --customize-hook runs on the host with the chroot directory as "$1" after
 # all packages are installed.  mmdebstrap itself already removes apt's package lists and
 # downloaded .debs afterwards (its "cleaning package lists and apt cache" step).
-_HOOKS = (
+BASE_HOOKS = (
     # /etc/hosts belongs to netbase, which minbase does not install (legacy has none;
     # modern gets it only through python3, a dependency of sip-tester).  Without it
     # Asterisk logs getaddrinfo() errors for "localhost".  Written the same everywhere.
@@ -69,7 +69,7 @@ class Recipe:
     packages: tuple[str, ...]
     aptopts: tuple[str, ...] = _APTOPTS
     dpkgopts: tuple[str, ...] = _DPKGOPTS
-    hooks: tuple[str, ...] = _HOOKS
+    hooks: tuple[str, ...] = BASE_HOOKS
     variant: str = "minbase"
     recipe_version: int = RECIPE_VERSION
     #: mmdebstrap --essential-hook commands: run after the Essential packages, *before*
@@ -77,6 +77,9 @@ class Recipe:
     essential_hooks: tuple[str, ...] = ()
     #: mmdebstrap --skip steps (e.g. ``chroot/policy-rc.d``: we write our own, permanent one).
     skip: tuple[str, ...] = ()
+    #: Digests of the host files the hooks copy in (``copy-in``): the hooks name a fixed path,
+    #: so without them a change of those files would not name a new image.
+    inputs: tuple[str, ...] = ()
     # -- verification only (not part of the key) --
     #: Paths relative to the rootfs; "a|b" means either, "*" globs (multiarch dirs).
     expect_files: tuple[str, ...] = field(default=(), compare=False)
@@ -99,6 +102,7 @@ class Recipe:
             # Only when used: a recipe without them keeps the key it always had.
             **({"essential_hooks": list(self.essential_hooks)} if self.essential_hooks else {}),
             **({"skip": list(self.skip)} if self.skip else {}),
+            **({"inputs": list(self.inputs)} if self.inputs else {}),
         }
 
     @property

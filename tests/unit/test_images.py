@@ -363,14 +363,14 @@ def test_fake_build_failure_reports_log_and_leaves_nothing(fake_mm, cache, monke
 def test_fake_build_interrupted_cleans_up(fake_mm, cache, monkeypatch):
     """Ctrl-C during mmdebstrap: child stopped, scratch removed, no image."""
     monkeypatch.setenv("FAKE_MM_MODE", "slow")
-    real_phase = images._Progress.phase
+    real_phase = images.Progress.phase
 
     def interrupt(self, text):
         real_phase(self, text)
         if text.startswith("downloading"):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(images._Progress, "phase", interrupt)
+    monkeypatch.setattr(images.Progress, "phase", interrupt)
     with pytest.raises(KeyboardInterrupt):
         images.build_image("fake", progress=False)
     assert scratch_dirs(cache) == []

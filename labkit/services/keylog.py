@@ -11,8 +11,10 @@ write its session keys anywhere.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from labkit import resources
@@ -39,16 +41,22 @@ def library() -> Path:
                                  hint="apt-get install gcc libc6-dev (or `sudo ./kit setup`), or set "
                                       "pbx.tls.keylog: false in the lab file")
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".tmp")
+    # A partial file of its own: probes run in parallel threads and may all compile on a fresh
+    # machine at once; the last os.replace wins, each leaves a whole library.
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f"{target.stem}.", suffix=".tmp")
+    os.close(fd)
+    partial = Path(name)
     # -l:libdl.so.2 records libdl as NEEDED, so the library also loads into programs of
     # the bullseye image (glibc 2.31, where dlsym lives in libdl) — see keylog.c.
     result = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(partial), str(SOURCE),
                              "-Wl,--no-as-needed", "-l:libdl.so.2"],
                             capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
+        partial.unlink(missing_ok=True)
         raise EnvironmentProblem(f"Compiling {SOURCE.name} failed: {result.stderr.strip()[-400:]}",
                                  hint="apt-get install gcc libc6-dev")
-    partial.rename(target)
+    partial.chmod(0o755)
+    os.replace(partial, target)
     return target
 
 

@@ -12,8 +12,9 @@ What a container gets, and why (the least the labs need; FEASIBILITY "A class on
 * the machine's lab images (and the TLS key log library), mounted **read-only** at the same
   path: one copy for the class, and nothing else of the cache (it holds every student's home);
 * a named volume for the home (the student's work survives a restart of the container);
-* an ``--internal`` network (no route out of the machine, none to the host's addresses), a
-  memory limit, a CPU share and a process limit.
+* an ``--internal`` network (no route out of the machine), closed to the machine itself by the
+  host's nftables (:mod:`labkit.classroom.firewall`), a memory limit, a CPU share and a process
+  limit.
 
 With NET_ADMIN and SYS_ADMIN and no user namespace, a student who escapes the container is
 root on the host: acceptable on a machine given to the class, not on a shared server (see
@@ -24,10 +25,11 @@ Everything made here carries the label :data:`LABEL`, in the kit's own podman st
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.classroom import podman
+from labkit.classroom import firewall, podman
 from labkit.images.build import cache_dir, images_dir
 from labkit.services import keylog
 
@@ -46,9 +48,20 @@ class Limits:
 
 
 def create_network(name: str) -> str:
-    """An internal network for students: containers on it reach each other only."""
+    """An internal network for students, closed to the machine by the host's firewall
+    (:mod:`labkit.classroom.firewall`: a student may add a route, not get through)."""
     podman.run("network", "create", "--internal", "--label", LABEL, name)
+    try:
+        firewall.close(name, bridge_of(name))
+    except Exception:
+        podman.run("network", "rm", "--force", name, check=False)
+        raise
     return name
+
+
+def bridge_of(network: str) -> str:
+    """The host interface of a network (CNI names it when the network is made)."""
+    return json.loads(podman.run("network", "inspect", network).stdout)[0]["network_interface"]
 
 
 def start(student: str, image: str, network: str, *, limits: Limits = Limits(),
@@ -100,4 +113,6 @@ def clean() -> dict[str, list[str]]:
         podman.run("volume", "rm", "--force", name, check=False)
     for name in found["networks"]:
         podman.run("network", "rm", "--force", name, check=False)
+    for table in firewall.tables():  # the networks' tables, and any a crash left behind
+        firewall.remove(table.removeprefix(firewall.PREFIX))
     return found

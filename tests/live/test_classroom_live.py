@@ -9,6 +9,7 @@ stays inside the containers (their labs' namespaces) and their internal network.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import subprocess
@@ -16,10 +17,11 @@ import threading
 
 import pytest
 
-from labkit.classroom import container, image, podman
+from labkit.classroom import container, firewall, image, podman
 
 pytestmark = pytest.mark.live
 STUDENTS = ("ada", "ben")
+NETWORK = "labkit-class-test"
 LAB_AND_CALL = """
 import json
 from labkit.grading.probes import two_way_call
@@ -36,7 +38,7 @@ def classroom():
     """The image, an internal network and two students' containers; everything removed after."""
     assert container.ours() == {"containers": [], "volumes": [], "networks": []}, "a classroom is left over"
     built = image.build(progress=False)
-    network = container.create_network("labkit-class-test")
+    network = container.create_network(NETWORK)
     bridge = json.loads(podman.run("network", "inspect", network).stdout)[0]["network_interface"]
     try:
         names = {s: container.start(s, built.tag, network, command=("sleep", "infinity")) for s in STUDENTS}
@@ -46,6 +48,7 @@ def classroom():
         assert removed["networks"] == [network]
         assert sorted(removed["containers"]) == sorted(container.PREFIX + s for s in STUDENTS)
         assert container.ours() == {"containers": [], "volumes": [], "networks": []}
+        assert firewall.tables() == []
         # nothing of the network is left on the host either: its bridge is gone
         assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0, bridge
 
@@ -110,19 +113,44 @@ def test_two_students_each_run_a_lab_and_a_call_apart(classroom):
         assert container.execute(name, "pgrep", "-x", "asterisk", check=False).returncode != 0
 
 
-def test_no_way_out_of_the_internal_network(classroom):
+def connect_from(name: str, target: str, port: int) -> str:
+    """'connected' or 'refused …': a TCP connection attempt from inside a container."""
+    probe = (f"import socket; s = socket.socket(); s.settimeout(3)\n"
+             f"try:\n    s.connect(({target!r}, {port})); print('connected')\n"
+             f"except OSError as e:\n    print('refused', e)")
+    return container.execute(name, "python", "-c", probe, timeout=30).stdout.strip()
+
+
+def test_no_way_out_of_the_internal_network_even_with_a_route_of_ones_own(classroom):
+    """Neither the machine's address nor an outside one answers, as the container is made and
+    after the student (who holds NET_ADMIN) adds a default route towards an address the bridge
+    holds on the host (as the hub's will): the host's table drops it — and only the table: without
+    it the same connection gets through."""
     _, names = classroom
     listener = socket.socket()
     listener.bind(("0.0.0.0", 0))
     listener.listen()
     port = listener.getsockname()[1]
+    bridge = container.bridge_of(NETWORK)
+    subnet = json.loads(podman.run("network", "inspect", NETWORK).stdout)[0]["subnets"][0]["subnet"]
+    gateway = str(next(ipaddress.ip_network(subnet).hosts()))
+    # 198.18.0.1: the benchmarking range (RFC 2544), never a real host — nothing may leave
+    targets = (host_address(), "198.18.0.1")
     try:
-        # 198.18.0.1: the benchmarking range (RFC 2544), never a real host — nothing may leave
-        for target in (host_address(), "198.18.0.1"):
-            probe = (f"import socket; s = socket.socket(); s.settimeout(3)\n"
-                     f"try:\n    s.connect(({target!r}, {port})); print('connected')\n"
-                     f"except OSError as e:\n    print('refused', e)")
-            said = container.execute(names["ada"], "python", "-c", probe, timeout=30).stdout
-            assert said.startswith("refused"), (target, said)
+        for target in targets:
+            assert connect_from(names["ada"], target, port).startswith("refused"), target
+        subprocess.run(["ip", "addr", "add", f"{gateway}/{subnet.split('/')[1]}", "dev", bridge], check=True)
+        container.execute(names["ada"], "ip", "route", "add", "default", "via", gateway)
+        before = firewall.dropped(NETWORK)
+        for target in targets:
+            assert connect_from(names["ada"], target, port).startswith("refused"), target
+        assert firewall.dropped(NETWORK) > before
+        firewall.remove(NETWORK)
+        try:
+            assert connect_from(names["ada"], host_address(), port) == "connected"
+        finally:
+            firewall.close(NETWORK, bridge)
+        assert connect_from(names["ada"], host_address(), port).startswith("refused")
     finally:
         listener.close()
+        subprocess.run(["ip", "addr", "del", f"{gateway}/{subnet.split('/')[1]}", "dev", bridge], capture_output=True)

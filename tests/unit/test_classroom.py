@@ -112,3 +112,15 @@ def test_a_student_container_gets_what_the_labs_need_and_no_more(tmp_path, monke
                        "labkit-student-ada-home:/home/student"]
     assert ("--memory", "1g") in pairs and ("--pids-limit", "2048") in pairs
     assert args[-3:] == ("localhost/labkit-student:k", "sleep", "infinity")
+
+
+def test_the_host_table_drops_what_comes_from_a_student_bridge():
+    from labkit.classroom import firewall
+    script = firewall.rules("class-2026", "cni-podman7")
+    assert firewall.table_name("class-2026") == "labkit_class_class_2026"
+    assert script.startswith("table inet labkit_class_class_2026 {")   # inet: IPv4 and IPv6 alike
+    input_chain = script.split("chain input")[1].split("chain forward")[0]
+    forward_chain = script.split("chain forward")[1]
+    assert "hook input" in input_chain and 'iifname "cni-podman7" counter drop' in input_chain
+    assert 'iifname "cni-podman7" counter drop' in forward_chain
+    assert 'oifname "cni-podman7" counter drop' in forward_chain

@@ -73,6 +73,7 @@ def test_the_image_holds_the_kit_for_the_images_python(classroom):
     # the same inputs name the same image: a second build reuses it
     again = image.build(progress=False)
     assert again.reused and again.tag == built.tag
+    assert not image.inputs_dir().exists()  # the staged wheels are not left behind, reused or built
 
 
 def test_each_home_gets_the_notebooks(classroom):

@@ -114,5 +114,5 @@ def clean() -> dict[str, list[str]]:
     for name in found["networks"]:
         podman.run("network", "rm", "--force", name, check=False)
     for table in firewall.tables():  # the networks' tables, and any a crash left behind
-        firewall.remove(table.removeprefix(firewall.PREFIX))
+        firewall.drop_table(table)
     return found

@@ -64,7 +64,12 @@ def close(network: str, bridge: str) -> None:
 
 def remove(network: str) -> bool:
     """Delete the network's table; True if there was one."""
-    return _nft("delete", "table", "inet", table_name(network), check=False).returncode == 0
+    return drop_table(table_name(network))
+
+
+def drop_table(table: str) -> bool:
+    """Delete one of the classroom's tables by its name; True if it was there."""
+    return _nft("delete", "table", "inet", table, check=False).returncode == 0
 
 
 def tables() -> list[str]:
